@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     retry_max: Duration = 300.0
     submit_lease: Duration = 120.0
     notice_lease: Duration = 60.0
+    notices_ahead: int = Field(8, ge=1, le=1000)
+    unknown_recheck: Duration = 5.0
 
     # Tracking.
     validity: Duration = 48 * 3600.0
@@ -152,6 +154,25 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'ledger.db').resolve()}"
+
+    @property
+    def redis_socket(self) -> Path:
+        """The unix socket of the embedded Redis."""
+        return (self.data_dir / "redis.sock").resolve()
+
+    @property
+    def celery_broker_url(self) -> str:
+        """The broker Celery uses: the configured one, else the embedded Redis socket."""
+        return self.broker_url or f"redis+socket://{self.redis_socket}"
+
+    @property
+    def redis_url(self) -> str:
+        """The Redis that holds rate limits and notice leases (the broker's Redis)."""
+        if not self.broker_url:
+            return f"unix://{self.redis_socket}"
+        if not self.broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
+            raise SettingsError(f"{ENV_PREFIX}BROKER_URL: only a Redis broker is supported")
+        return self.broker_url.replace("redis+socket://", "unix://", 1)
 
     @property
     def embedded(self) -> bool:
