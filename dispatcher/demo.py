@@ -45,6 +45,7 @@ DEMO_ENV = {
     "SMS_SWEEP_INTERVAL": "5s",
 }
 SIMULATOR_ARGS = [
+    "--seed", "7",
     "--pending", "1", "--sending", "2", "--latency", "0.05", "--jitter", "0.1",
     "--busy", "0.03", "--error-5xx", "0.03", "--late", "0.01", "--late-delay", "4",
     "--drop", "0.01",
@@ -128,8 +129,16 @@ def run_demo(*, size: int = 300, keep: bool = False) -> int:
 
     log = (base / "demo.log").open("a")
     sim = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "--port", str(port), "--key", DEMO_KEY, "--seed", "7"]
-        + SIMULATOR_ARGS,
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "--port",
+            str(port),
+            "--key",
+            DEMO_KEY,
+            *SIMULATOR_ARGS,
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -45,7 +45,7 @@ def test_bad_value_is_one_line_naming_the_variable(monkeypatch):
 
 def test_bad_method_names_the_variable(monkeypatch):
     monkeypatch.setenv("SMS_GATEWAY_METHOD", "PUT")
-    with pytest.raises(SettingsError, match="^SMS_GATEWAY_METHOD: "):
+    with pytest.raises(SettingsError, match=r"^SMS_GATEWAY_METHOD: "):
         load_settings()
 
 
@@ -60,7 +60,7 @@ def test_toml_file_is_read_and_environment_wins(monkeypatch, tmp_path):
 
 def test_missing_config_file_is_an_error(monkeypatch, tmp_path):
     monkeypatch.setenv("SMS_CONFIG", str(tmp_path / "nope.toml"))
-    with pytest.raises(SettingsError, match="^SMS_CONFIG: no such file"):
+    with pytest.raises(SettingsError, match=r"^SMS_CONFIG: no such file"):
         load_settings()
 
 
