@@ -227,7 +227,7 @@ class Report:
 
 def _clean(body: bytes | str) -> str:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    return text.lstrip("\ufeff").strip()
+    return text.strip().lstrip("\ufeff").strip()
 
 
 def _cut(text: str) -> str:
