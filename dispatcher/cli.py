@@ -21,7 +21,7 @@ from dispatcher.texts import TextError
 from config import Settings, SettingsError, get_settings, parse_duration, reset_settings
 from dispatcher.campaigns import LoadRequest, load_campaign
 from dispatcher.embedded import EmbeddedRedisError, broker_alive
-from dispatcher.timing import TimingError, parse_at
+from workers.timing import TimingError, parse_at
 from workers.database import SchemaError, ensure_schema, upgrade
 from workers.transitions import CampaignNotFound, CampaignStateError
 

@@ -65,9 +65,7 @@ def assert_accounted(status: dict, total: int, sim) -> None:
     assert Decimal(status["cost"]) == Decimal(stats["cost"])
 
 
-def test_campaign_with_faults_and_a_credit_top_up_ends_final_and_sent_once(
-    prod_env, sim, tmp_path
-):
+def test_campaign_with_faults_and_a_credit_top_up_ends_final_and_sent_once(prod_env, sim, tmp_path):
     sim.configure(
         mix=MIX,
         error_5xx=0.03,
@@ -112,9 +110,7 @@ def test_killed_worker_loses_nothing_and_sends_nothing_twice(prod_env, sim, tmp_
         group["worker"].popen.wait()
         accepted_at_kill = sim.stats()["accepted"]
         assert accepted_at_kill < 1000
-        group["worker"] = Proc(
-            group["worker"].popen.args, base_env(env), logs / "worker2.log"
-        )
+        group["worker"] = Proc(group["worker"].popen.args, base_env(env), logs / "worker2.log")
         status = wait_for(lambda: finished(env, cid), timeout=240, what="all messages final")
     assert_accounted(status, 1000, sim)
     assert status["counts"] == {"delivered": 1000}
