@@ -106,6 +106,7 @@ class Settings(BaseSettings):
 
     # Scheduling.
     schedule_grace: Duration = 3600.0
+    schedule_interval: Duration = 15.0
 
     # Beat ticks.
     dispatch_interval: Duration = 1.0

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from dispatcher.recipients import RecipientList, Row
-from dispatcher.texts import MissingValueError, Template, TextError, check_sender, check_text
 
 from config import Settings
+from dispatcher.recipients import RecipientList, Row
+from dispatcher.texts import MissingValueError, Template, TextError, check_sender, check_text
 from workers.ledger import (
     FINAL,
     CampaignState,
@@ -29,6 +29,7 @@ from workers.ledger import (
     suppression_table,
     utcnow,
 )
+from workers.windows import WindowPlanner, parse_window
 
 C = campaign_table
 M = message_table
@@ -91,8 +92,15 @@ class LoadSummary:
 class _Classifier:
     """Turns rows into message values: dedupe, suppression, rendering, segment checks."""
 
-    def __init__(self, template: Template, settings: Settings, suppressed: set[str]) -> None:
+    def __init__(
+        self,
+        template: Template,
+        settings: Settings,
+        suppressed: set[str],
+        planner: WindowPlanner | None = None,
+    ) -> None:
         self.template = template
+        self.planner = planner
         self.max_parts = settings.max_parts
         self.batch_size = settings.batch_size
         self.suppressed = suppressed
@@ -133,7 +141,10 @@ class _Classifier:
             status, error, text, parts = self.classify(row)
             self.counts[status] = self.counts.get(status, 0) + 1
             batch = 0
+            send_after = None
             if status is Status.QUEUED:
+                if self.planner is not None and row.mobile:
+                    send_after = self.planner.send_after(row.mobile)
                 batch = self.queued // self.batch_size
                 self.queued += 1
                 self.segments += parts
@@ -153,6 +164,7 @@ class _Classifier:
                     "last_error": error,
                     "created_at": now,
                     "final_at": now if status in FINAL else None,
+                    "send_after": send_after,
                 }
             )
         return out
@@ -188,7 +200,12 @@ def load_campaign(
     )
     template.check_columns(recipients.columns)
     suppressed = load_suppressed(engine) if engine is not None else set()
-    classifier = _Classifier(template, settings, suppressed)
+    window = parse_window(request.window, request.days)
+    planner = None
+    if window is not None:
+        start = request.send_after or utcnow()
+        planner = WindowPlanner(window, request.tz or settings.tz, start)
+    classifier = _Classifier(template, settings, suppressed, planner)
     name = request.name or Path(request.path).name
     summary = LoadSummary(None, "dry-run" if dry_run else CampaignState.LOADING, name=name)
     now = utcnow()

@@ -15,14 +15,15 @@ from typing import Any, NoReturn
 import click
 import redis
 import sqlalchemy as sa
-from dispatcher.recipients import RecipientListError
-from dispatcher.texts import TextError
 
 from config import Settings, SettingsError, get_settings, parse_duration, reset_settings
 from dispatcher.campaigns import LoadRequest, load_campaign
 from dispatcher.embedded import EmbeddedRedisError, broker_alive
-from workers.timing import TimingError, parse_at
+from dispatcher.recipients import RecipientListError
+from dispatcher.schedules import ScheduleError
+from dispatcher.texts import TextError
 from workers.database import SchemaError, ensure_schema, upgrade
+from workers.timing import TimingError, parse_at, zone
 from workers.transitions import CampaignNotFound, CampaignStateError
 
 EXIT_USAGE = 2
@@ -33,6 +34,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     RecipientListError,
     TextError,
     TimingError,
+    ScheduleError,
     CampaignNotFound,
     CampaignStateError,
     SchemaError,
@@ -100,6 +102,15 @@ def _read_text(text: str | None, text_file: Path | None) -> str:
     return text or ""
 
 
+def _validity(value: str | None) -> float | None:
+    if not value:
+        return None
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    return seconds
+
+
 def notify_workers(s: Settings, eng: sa.Engine, campaign_id: int) -> str:
     """Issue the first notices of a running campaign; says what happens next."""
     if not broker_alive(s):
@@ -128,6 +139,8 @@ def notify_workers(s: Settings, eng: sa.Engine, campaign_id: int) -> str:
 @click.option("--column", help="The column that holds the numbers.")
 @click.option("--at", "at", help="Start at this time (ISO 8601), not now.")
 @click.option("--tz", help="Time zone for --at without an offset (default: setting).")
+@click.option("--window", help="Send only between these local times, e.g. 09:00-20:00.")
+@click.option("--days", help="Send only on these days (recipient's local), e.g. MON-FRI.")
 @click.option("--validity", help="How long to wait for a final report, e.g. 24h.")
 @click.option("--dry-run", is_flag=True, help="Check and count; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
@@ -141,6 +154,8 @@ def send(
     column: str | None,
     at: str | None,
     tz: str | None,
+    window: str | None,
+    days: str | None,
     validity: str | None,
     dry_run: bool,
     as_json: bool,
@@ -148,9 +163,11 @@ def send(
     """Load a recipient list as a campaign and start sending it."""
     s = settings()
     template = _read_text(text, text_file)
+    if tz:
+        zone(tz)
     send_after = parse_at(at, tz or s.tz) if at else None
     try:
-        validity_s = parse_duration(validity) if validity else None
+        validity_s = _validity(validity)
     except ValueError as exc:
         fail(f"--validity: {exc}")
     request = LoadRequest(
@@ -161,6 +178,8 @@ def send(
         region=region.upper() if region else None,
         column=column,
         send_after=send_after,
+        window=window,
+        days=days,
         tz=tz,
         validity=validity_s,
     )
@@ -364,7 +383,6 @@ def suppress_add(numbers: tuple[str, ...], region: str | None) -> None:
 def suppress_import(file: Path, region: str | None, column: str | None) -> None:
     """Add every valid number of a list file to the opt-out list."""
     from dispatcher.recipients import RecipientList
-
     from dispatcher.suppression import add_numbers
 
     recipients = RecipientList.open(
@@ -398,6 +416,133 @@ def suppress_list() -> None:
 
     for mobile in list_numbers(engine()):
         click.echo(mobile)
+
+
+# --- recurring schedules -------------------------------------------------------------------
+
+
+@main.group()
+def schedule() -> None:
+    """Recurring sends: a list and a text fired on a cron schedule in a time zone."""
+
+
+@schedule.command("add")
+@click.argument("name")
+@click.option("--cron", required=True, help='Cron expression, e.g. "0 9 * * MON-FRI".')
+@click.option("--tz", required=True, help="Time zone of the cron times, e.g. Europe/Stockholm.")
+@click.option("--list", "list_file", required=True, type=click.Path(path_type=Path))
+@click.option("--sender", required=True)
+@click.option("--text")
+@click.option("--text-file", type=click.Path(path_type=Path))
+@click.option("--region", help="Region for national numbers.")
+@click.option("--window", help="Send only between these local times, e.g. 09:00-20:00.")
+@click.option("--days", help="Send only on these days, e.g. MON-FRI.")
+@click.option("--validity", help="How long to wait for a final report, e.g. 24h.")
+@click.option("--json", "as_json", is_flag=True)
+def schedule_add(
+    name: str,
+    cron: str,
+    tz: str,
+    list_file: Path,
+    sender: str,
+    text: str | None,
+    text_file: Path | None,
+    region: str | None,
+    window: str | None,
+    days: str | None,
+    validity: str | None,
+    as_json: bool,
+) -> None:
+    """Add a recurring schedule; each firing reads the list as it is then."""
+    from dispatcher.schedules import add_schedule
+
+    template = _read_text(text, text_file)
+    try:
+        validity_s = _validity(validity)
+    except ValueError as exc:
+        fail(f"--validity: {exc}")
+    data = add_schedule(
+        engine(),
+        settings(),
+        name=name,
+        cron=cron,
+        tz=tz,
+        list_path=list_file,
+        sender=sender,
+        template=template,
+        region=region.upper() if region else None,
+        window=window,
+        days=days,
+        validity=validity_s,
+    )
+    if as_json:
+        emit(data)
+    else:
+        click.echo(f"schedule {name!r} added; next firing {data['next']}")
+
+
+@schedule.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def schedule_list(as_json: bool) -> None:
+    """Every schedule with its next firing time and last problem."""
+    from dispatcher.schedules import list_schedules
+
+    data = list_schedules(engine())
+    if as_json:
+        emit(data)
+        return
+    if not data:
+        click.echo("no schedules")
+    for d in data:
+        state = "paused" if d["paused"] else f"next {d['next']}"
+        click.echo(f"{d['name']:<20} {d['cron']!r} {d['tz']}  {state}  missed {d['missed']}")
+        if d["last_error"]:
+            click.echo(f"{'':<20} last problem: {d['last_error']}")
+
+
+@schedule.command("pause")
+@click.argument("name")
+def schedule_pause(name: str) -> None:
+    """Stop firing a schedule."""
+    from dispatcher.schedules import set_paused
+
+    set_paused(engine(), name, True)
+    click.echo(f"schedule {name!r} paused")
+
+
+@schedule.command("resume")
+@click.argument("name")
+def schedule_resume(name: str) -> None:
+    """Fire a paused schedule again from its next slot (slots passed meanwhile are skipped)."""
+    from dispatcher.schedules import set_paused
+
+    set_paused(engine(), name, False)
+    click.echo(f"schedule {name!r} resumed")
+
+
+@schedule.command("remove")
+@click.argument("name")
+def schedule_remove(name: str) -> None:
+    """Remove a schedule (its campaigns stay)."""
+    from dispatcher.schedules import remove_schedule
+
+    remove_schedule(engine(), name)
+    click.echo(f"schedule {name!r} removed")
+
+
+@schedule.command("run")
+@click.argument("name")
+def schedule_run(name: str) -> None:
+    """Fire a schedule once now."""
+    from dispatcher.schedules import fire_now
+
+    s, eng = settings(), engine()
+    fired = fire_now(s, eng, name)
+    if fired.error or fired.summary is None or fired.summary.campaign is None:
+        fail(f"schedule {name!r} did not fire: {fired.error}", EXIT_FAILED)
+    summary = fired.summary
+    note = notify_workers(s, eng, summary.campaign) if summary.state == "running" else ""
+    click.echo(f"campaign {summary.campaign} {summary.state}, {summary.total} rows; {note}")
 
 
 # --- the database ---------------------------------------------------------------------------
@@ -477,9 +622,8 @@ def _client() -> Any:
 @click.option("--json", "as_json", is_flag=True)
 def gateway_send(mobile: str, text: str, sender: str, ref: str | None, as_json: bool) -> None:
     """Send one SMS and print the gateway's answer."""
-    from dispatcher.texts import check_sender
-
     from dispatcher.campaigns import new_refs
+    from dispatcher.texts import check_sender
 
     number = _normalised([mobile], None)[0]
     ref = ref or new_refs(1)[0]

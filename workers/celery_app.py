@@ -8,7 +8,8 @@ from celery.signals import worker_process_init
 from config import get_settings
 from workers.database import dispose_engines
 
-TASK_MODULES = ["workers.tasks"]
+# Schedules are fired by producer code (it reads lists), named here rather than imported.
+TASK_MODULES = ["workers.tasks", "dispatcher.firing"]
 
 
 def create_app() -> Celery:
@@ -37,6 +38,10 @@ def create_app() -> Celery:
             "dispatch-due": {"task": "sms.dispatch_due", "schedule": settings.dispatch_interval},
             "poll-due": {"task": "sms.poll_due", "schedule": settings.poll_interval},
             "sweep": {"task": "sms.sweep", "schedule": settings.sweep_interval},
+            "fire-schedules": {
+                "task": "sms.fire_schedules",
+                "schedule": settings.schedule_interval,
+            },
         },
         timezone="UTC",
         enable_utc=True,

@@ -162,7 +162,9 @@ class Schedule(SQLModel, table=True):
     days: str | None = Field(default=None, max_length=40)
     validity: float | None = None
     paused: bool = False
-    last_slot: datetime | None = _dt()
+    last_slot: datetime | None = _dt()  # the newest slot decided: fired, failed or missed
+    last_campaign_id: int | None = None
+    missed: int = 0
     last_error: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 

@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from config import Settings
 from workers import transitions
@@ -21,6 +22,7 @@ from workers.notices import halt_campaigns, halt_reason
 from workers.runtime import Runtime
 from workers.throttle import SlotFeeder
 from workers.transitions import Change, Claimed
+from workers.windows import WindowPlanner, parse_window
 
 log = logging.getLogger("sms.sending")
 NOT_SENT = "not sent: campaign stopped"
@@ -116,6 +118,24 @@ class _Sender:
         return result
 
 
+def _outside_window(
+    rt: Runtime, campaign: Any, claimed: list[Claimed]
+) -> tuple[list[Claimed], list[Change]]:
+    """Hold back messages whose send window closed while they waited in a backlog."""
+    window = parse_window(campaign.window, campaign.days)
+    if window is None:
+        return claimed, []
+    planner = WindowPlanner(window, campaign.tz or rt.settings.tz, utcnow())
+    keep, held = [], []
+    for claim in claimed:
+        opens = planner.send_after(claim.mobile)
+        if opens is None:
+            keep.append(claim)
+        else:
+            held.append(Change(claim.id, Status.QUEUED, refund=1, send_after=opens))
+    return keep, held
+
+
 def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchReport:
     """Claim and send one batch of a running campaign. Safe to run twice: claims guard it."""
     report = BatchReport(campaign_id, batch)
@@ -129,9 +149,9 @@ def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchReport:
     if not claimed:
         return report
     campaign = transitions.get_campaign(rt.engine, campaign_id)
+    claimed, changes = _outside_window(rt, campaign, claimed)
     sender = _Sender(rt, rt.gateway, rt.send_feeder, campaign_id)
     futures = [rt.pool.submit(sender.send, c, campaign.sender, campaign.template) for c in claimed]
-    changes: list[Change] = []
     account_error: str | None = None
     for claim, future in zip(claimed, futures, strict=True):
         try:

@@ -129,6 +129,7 @@ class Change:
     poll_count_add: int = 0
     dlr_status: str | None = None
     dlr_raw: str | None = None
+    send_after: datetime | None = None
 
 
 def _change_statement(from_states: Iterable[Status]) -> sa.Update:
@@ -148,6 +149,7 @@ def _change_statement(from_states: Iterable[Status]) -> sa.Update:
             poll_count=M.c.poll_count + p("_poll_count_add"),
             dlr_status=sa.func.coalesce(p("_dlr_status"), M.c.dlr_status),
             dlr_raw=sa.func.coalesce(p("_dlr_raw"), M.c.dlr_raw),
+            send_after=sa.func.coalesce(p("_send_after"), M.c.send_after),
         )
     )
 
@@ -166,6 +168,7 @@ def _params(change: Change) -> dict[str, Any]:
         "_poll_count_add": change.poll_count_add,
         "_dlr_status": change.dlr_status,
         "_dlr_raw": change.dlr_raw,
+        "_send_after": change.send_after,
     }
 
 

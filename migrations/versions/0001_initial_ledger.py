@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 18:59:10.929128
+Create Date: 2026-11-26 19:23:54.725694
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ def upgrade() -> None:
         sa.Column("validity", sa.Float(), nullable=True),
         sa.Column("paused", sa.Boolean(), nullable=False),
         sa.Column("last_slot", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_campaign_id", sa.Integer(), nullable=True),
+        sa.Column("missed", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.String(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
