@@ -75,9 +75,8 @@ def redis_client() -> Iterator[redis.Redis]:
 @pytest.fixture
 def sim() -> Iterator[Any]:
     """The simulator over real HTTP on a free port, fast lifecycle, no faults."""
-    from simulator.server import SimulatorThread
-
     from simulator.config import SimulatorConfig
+    from simulator.server import SimulatorThread
 
     config = SimulatorConfig(port=0, key=TEST_KEY, pending=0.2, sending=0.3, seed=1)
     with SimulatorThread(config) as thread:

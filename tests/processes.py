@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +56,8 @@ class Proc:
                 self.popen.wait()
         else:
             # Reap any orphaned children of a group whose leader already died.
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self._fh.close()
 
     def output(self) -> str:

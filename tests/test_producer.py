@@ -24,7 +24,7 @@ from workers.ledger import CampaignState, campaign_table, message_table
 LIST = """name;mobile;note
 Anna;070-123 45 67;first
 Bo;+46 70 123 45 67;same person as Anna
-Cai;0046 70 765 43 21;
+Cai;0046 70 765 43 21;third
 Dan;12345;too short
 Eva;+44 7911 123456;UK
 Fia;+46 73 555 00 11;opted out
