@@ -133,23 +133,30 @@ class Change:
 
 
 def _change_statement(from_states: Iterable[Status]) -> sa.Update:
-    p = sa.bindparam
+    def p(name: str, column: str) -> sa.BindParameter[Any]:
+        # Typed binds: inside coalesce() SQLAlchemy cannot infer the column's type itself.
+        return sa.bindparam(name, type_=M.c[column].type)
+
     return (
         sa.update(M)
-        .where(M.c.id == p("_id"), M.c.status.in_(list(from_states)))
+        # Constants in the SQL text: executemany cannot expand an IN list per row.
+        .where(
+            M.c.id == sa.bindparam("_id"),
+            sa.or_(*(M.c.status == sa.literal_column(f"'{s.value}'") for s in from_states)),
+        )
         .values(
-            status=p("_status"),
-            attempts=M.c.attempts - p("_refund"),
-            last_error=p("_last_error"),
-            next_attempt_at=p("_next_attempt_at"),
-            next_poll_at=p("_next_poll_at"),
-            accepted_at=sa.func.coalesce(M.c.accepted_at, p("_accepted_at")),
-            final_at=p("_final_at"),
-            cost=sa.func.coalesce(p("_cost"), M.c.cost),
-            poll_count=M.c.poll_count + p("_poll_count_add"),
-            dlr_status=sa.func.coalesce(p("_dlr_status"), M.c.dlr_status),
-            dlr_raw=sa.func.coalesce(p("_dlr_raw"), M.c.dlr_raw),
-            send_after=sa.func.coalesce(p("_send_after"), M.c.send_after),
+            status=p("_status", "status"),
+            attempts=M.c.attempts - p("_refund", "attempts"),
+            last_error=p("_last_error", "last_error"),
+            next_attempt_at=p("_next_attempt_at", "next_attempt_at"),
+            next_poll_at=p("_next_poll_at", "next_poll_at"),
+            accepted_at=sa.func.coalesce(M.c.accepted_at, p("_accepted_at", "accepted_at")),
+            final_at=p("_final_at", "final_at"),
+            cost=sa.func.coalesce(p("_cost", "cost"), M.c.cost),
+            poll_count=M.c.poll_count + p("_poll_count_add", "poll_count"),
+            dlr_status=sa.func.coalesce(p("_dlr_status", "dlr_status"), M.c.dlr_status),
+            dlr_raw=sa.func.coalesce(p("_dlr_raw", "dlr_raw"), M.c.dlr_raw),
+            send_after=sa.func.coalesce(p("_send_after", "send_after"), M.c.send_after),
         )
     )
 
