@@ -34,7 +34,7 @@ def issue_batches(
     issued = 0
     for batch in batches:
         if client.set(_notice_key(campaign_id, batch), 1, nx=True, ex=max(1, int(lease))):
-            app.send_task(SEND_BATCH, args=(campaign_id, batch))
+            app.send_task(SEND_BATCH, kwargs={"campaign": campaign_id, "batch": batch})
             issued += 1
     return issued
 
