@@ -1,167 +1,265 @@
-"""Message texts: `{column}` templates, GSM 03.38 / UCS-2 segment counting, sender checks."""
+"""Message texts: templates filled from list rows, SMS segment counting, sender checks.
+
+Every error is a `TextError` whose message is one line a user can act on.
+"""
 
 from __future__ import annotations
 
-import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+GSM_7 = "GSM-7"
+UCS_2 = "UCS-2"
+
+# GSM 03.38 basic character set, in table order (0x1B is the escape to the extension table).
 GSM_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
-GSM_EXTENDED = frozenset("^{}\\[~]|€\f")  # sent as ESC + char: two septets
-GSM_SINGLE, GSM_PART = 160, 153
-UCS2_SINGLE, UCS2_PART = 70, 67
-_ALNUM_SENDER = re.compile(r"^[A-Za-z0-9]{1,11}$")
-_NUMERIC_SENDER = re.compile(r"^\+?[0-9]{1,15}$")
+# Extension table: each is sent as escape + character, so it costs two septets.
+GSM_EXTENSION = frozenset("^{}\\[~]|€\x0c")
+_GSM = GSM_BASIC | GSM_EXTENSION
+# ASCII is most texts; these few ASCII characters (backtick, most controls) force UCS-2.
+_ASCII_NOT_GSM = frozenset(map(chr, range(128))) - _GSM
+
+GSM_SINGLE, GSM_PART = 160, 153  # a concatenated part loses 7 septets to its header
+UCS_SINGLE, UCS_PART = 70, 67  # and 3 UTF-16 units
+
+SENDER_NAME_MAX = 11
+SENDER_DIGITS_MAX = 15
+_ASCII_ALNUM = frozenset(string.ascii_letters + string.digits)
 
 
 class TextError(ValueError):
-    """A text, template or sender we cannot send; one line for the user."""
+    """A text, template or sender that cannot be sent; the message is one line for the user."""
 
 
 class TemplateError(TextError):
-    """A template that does not fit the list."""
+    """A template that cannot be used: bad placeholder syntax or unknown columns."""
 
 
 class MissingValueError(TextError):
-    """A row has no value for a placeholder the template uses."""
+    """A row has no value (missing or blank) for one of the template's placeholders."""
 
     def __init__(self, name: str) -> None:
         super().__init__(f"empty value for {{{name}}}")
         self.name = name
 
 
-@dataclass(frozen=True)
-class Segments:
-    """How a text travels: its encoding, its length in that encoding, and its parts."""
+class Template:
+    """A message text with `{column}` placeholders; `{{` and `}}` are literal braces.
 
-    encoding: str
-    units: int
+    Placeholders match columns case-sensitively first; a placeholder with no exact column
+    falls back to the one column that matches ignoring case (spreadsheets vary case), and is
+    an error when several do. `check_columns` binds placeholders to columns for `render`.
+    Whitespace just inside the braces is ignored: `{ name }` is `{name}`.
+    """
+
+    __slots__ = ("_fmt", "_keys", "_names", "_text", "placeholders", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        parts: list[str] = []  # literal text around the fields: len(names) + 1 of them
+        names: list[str] = []
+        current = ""
+        try:
+            parsed = list(string.Formatter().parse(source))
+        except ValueError:
+            raise TemplateError(
+                "the text has a single { or }; write {{ or }} for a literal brace"
+            ) from None
+        for literal, field, spec, conversion in parsed:
+            current += literal  # `{{` splits the literal text without starting a field
+            if field is None:
+                continue
+            names.append(_placeholder_name(field, spec, conversion))
+            parts.append(current)
+            current = ""
+        parts.append(current)
+        self._names: tuple[str, ...] = tuple(names)
+        self._keys: tuple[str, ...] = self._names  # row keys to read; see check_columns
+        self.placeholders: tuple[str, ...] = tuple(dict.fromkeys(names))
+        self._text = "".join(parts)  # the whole text when there are no placeholders
+        # %-formatting is done in C: one call per row instead of a Python-level join.
+        self._fmt = "%s".join(p.replace("%", "%%") for p in parts)
+
+    def __repr__(self) -> str:
+        return f"Template({self.source!r})"
+
+    def check_columns(self, columns: Sequence[str]) -> None:
+        """Raise TemplateError naming every placeholder with no column; bind the rest."""
+        binding: dict[str, str] = {}
+        unknown: list[str] = []
+        for name in self.placeholders:
+            column = _match_column(name, columns)
+            if column is None:
+                unknown.append(name)
+            else:
+                binding[name] = column
+        if unknown:
+            listed = ", ".join("{" + n + "}" for n in unknown)
+            label = "placeholder" if len(unknown) == 1 else "placeholders"
+            shown = ", ".join(c for c in columns if c) or "(none)"
+            raise TemplateError(f"unknown {label} {listed}; the list's columns are: {shown}")
+        self._keys = tuple(binding[n] for n in self._names)
+
+    def render(self, row: Mapping[str, str]) -> str:
+        """The text for one row; values are stripped; a blank value raises MissingValueError."""
+        if not self._keys:
+            return self._text
+        values = []
+        for name, key in zip(self._names, self._keys, strict=True):
+            value = row.get(key)
+            if value is None:
+                value = _lookup_ignoring_case(row, key)
+            if value is not None:
+                value = value.strip()
+            if not value:
+                raise MissingValueError(name)
+            values.append(value)
+        return self._fmt % tuple(values)
+
+
+def _placeholder_name(field: str, spec: str | None, conversion: str | None) -> str:
+    shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+    shown += "}"
+    name = field.strip()
+    if not name:
+        raise TemplateError(
+            "the text has an empty placeholder {}; put a column name inside the braces,"
+            " or write {{ and }} for literal braces"
+        )
+    if name.isdigit():
+        raise TemplateError(
+            f"the placeholder {shown} is a position, not a column name;"
+            " put a column name inside the braces"
+        )
+    if any(c in name for c in ".[]"):
+        raise TemplateError(
+            f"the placeholder {shown} is not a column name; write just the column name,"
+            " without . or [ ]"
+        )
+    if conversion is not None or spec:
+        raise TemplateError(
+            f"the placeholder {shown} has formatting, which is not supported; write just {{{name}}}"
+        )
+    return name
+
+
+def _match_column(name: str, columns: Sequence[str]) -> str | None:
+    if name in columns:
+        return name
+    folded = name.casefold()
+    matches = [c for c in columns if c.casefold() == folded]
+    if len(matches) > 1:
+        raise TemplateError(
+            f"the placeholder {{{name}}} matches several columns ({', '.join(matches)});"
+            " write it with the exact case of one of them"
+        )
+    return matches[0] if matches else None
+
+
+def _lookup_ignoring_case(row: Mapping[str, str], key: str) -> str | None:
+    # Only reached when render runs without check_columns and the case differs.
+    folded = key.casefold()
+    found = [v for k, v in row.items() if k.casefold() == folded]
+    return found[0] if len(found) == 1 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Segments:
+    """How a text goes over the air: its encoding, its size in that encoding, its SMS parts."""
+
+    encoding: str  # GSM_7 or UCS_2
+    units: int  # septets for GSM-7, UTF-16 code units for UCS-2
     parts: int
 
 
-def _pack(sizes: list[int], single: int, part: int) -> int:
-    # Parts of a concatenated message never split an escape pair or a surrogate pair, so
-    # the count is a greedy packing, not a plain division.
-    total = sum(sizes)
-    if total == 0:
-        return 0
-    if total <= single:
-        return 1
+def count_segments(text: str) -> Segments:
+    """Encoding, size and number of SMS parts of `text` (an empty text is 0 parts)."""
+    if not text:
+        return Segments(GSM_7, 0, 0)
+    # Most texts are ASCII, where only a few characters (backtick, controls) are not GSM.
+    gsm = _ASCII_NOT_GSM.isdisjoint(text) if text.isascii() else _GSM.issuperset(text)
+    if gsm:
+        extension = GSM_EXTENSION.intersection(text)
+        units = len(text) + sum(text.count(c) for c in extension)
+        if units <= GSM_SINGLE:
+            return Segments(GSM_7, units, 1)
+        if not extension:
+            return Segments(GSM_7, units, -(-units // GSM_PART))
+        # An escape and its character must stay in one part, so pack greedily.
+        return Segments(GSM_7, units, _pack(text, GSM_EXTENSION.__contains__, GSM_PART))
+    units = len(text.encode("utf-16-le")) // 2
+    if units <= UCS_SINGLE:
+        return Segments(UCS_2, units, 1)
+    if units == len(text):
+        return Segments(UCS_2, units, -(-units // UCS_PART))
+    # A surrogate pair (emoji and other characters outside the BMP) must not be split.
+    return Segments(UCS_2, units, _pack(text, _is_astral, UCS_PART))
+
+
+def _is_astral(char: str) -> bool:
+    return char > "\uffff"
+
+
+def _pack(text: str, is_double: Callable[[str], bool], capacity: int) -> int:
+    """Parts needed when characters of width 2 (`is_double`) may not straddle two parts."""
     parts, used = 1, 0
-    for size in sizes:
-        if used + size > part:
+    for char in text:
+        width = 2 if is_double(char) else 1
+        if used + width > capacity:
             parts += 1
-            used = 0
-        used += size
+            used = width
+        else:
+            used += width
     return parts
 
 
-def count_segments(text: str) -> Segments:
-    """The encoding and number of parts the gateway will bill for `text`."""
-    if all(ch in GSM_BASIC or ch in GSM_EXTENDED for ch in text):
-        sizes = [2 if ch in GSM_EXTENDED else 1 for ch in text]
-        return Segments("GSM-7", sum(sizes), _pack(sizes, GSM_SINGLE, GSM_PART))
-    sizes = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
-    return Segments("UCS-2", sum(sizes), _pack(sizes, UCS2_SINGLE, UCS2_PART))
-
-
 def check_text(text: str, max_parts: int) -> Segments:
-    """The text's segments; an empty text or one over `max_parts` is refused."""
-    if not text.strip():
+    """The text's segments; TextError if it is empty or longer than `max_parts` parts."""
+    if not text or text.isspace():
         raise TextError("the text is empty")
     segments = count_segments(text)
     if segments.parts > max_parts:
+        limit = f"{max_parts} part" + ("" if max_parts == 1 else "s")
         raise TextError(
-            f"the text is {segments.parts} parts ({segments.units} {segments.encoding} "
-            f"characters); the limit is {max_parts} parts"
+            f"the text is {segments.parts} parts ({segments.units} {segments.encoding}"
+            f" characters); the limit is {limit}"
         )
     return segments
 
 
 def check_sender(sender: str) -> str:
-    """The sender, checked: up to 11 letters and digits, or up to 15 digits (`+` dropped).
+    """The sender as the gateway wants it, or TextError.
 
-    Spaces are refused: many networks drop or mangle them in an alphanumeric sender.
+    A sender name is 1-11 ASCII letters and digits with at least one letter; spaces and
+    punctuation are refused because many networks drop or mangle them. A numeric sender is
+    up to 15 digits, with an optional leading `+` that is removed. Surrounding whitespace is
+    ignored.
     """
     cleaned = sender.strip()
-    if _NUMERIC_SENDER.match(cleaned):
-        return cleaned.lstrip("+")
-    if _ALNUM_SENDER.match(cleaned) and any(ch.isalpha() for ch in cleaned):
-        return cleaned
     if not cleaned:
-        raise TextError("the sender is empty")
-    raise TextError(
-        f"sender {sender!r} is not valid: use up to 11 letters and digits (no spaces), "
-        "or up to 15 digits"
-    )
-
-
-class Template:
-    """A message text with `{column}` placeholders filled from each row of a list.
-
-    Only plain names: no attribute or index access, conversions or format specs, so a list
-    cannot make a template read anything but its own cells. `{{` and `}}` are braces.
-    A placeholder matches a column by exact name, else by name ignoring case when that is
-    unambiguous (spreadsheets vary the case of headers).
-    """
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self._parts: list[tuple[str, str | None]] = []
-        names: list[str] = []
-        try:
-            parsed = list(string.Formatter().parse(source))
-        except ValueError as exc:
-            raise TemplateError(f"the text has a stray brace ({exc}); write {{{{ or }}}}") from None
-        for literal, field, spec, conversion in parsed:
-            if field is None:
-                self._parts.append((literal, None))
-                continue
-            if field == "" or field.isdigit():
-                raise TemplateError("empty or numbered placeholder {}; name a column: {name}")
-            if conversion or spec or not re.fullmatch(r"[^.\[\]]+", field):
-                raise TemplateError(f"placeholder {{{field}}} must be a plain column name")
-            self._parts.append((literal, field))
-            if field not in names:
-                names.append(field)
-        self.placeholders: tuple[str, ...] = tuple(names)
-        self._columns: dict[str, str] = {name: name for name in names}
-
-    def check_columns(self, columns: Sequence[str]) -> None:
-        """Map placeholders to the list's columns; unknown ones are an error listing columns."""
-        exact = set(columns)
-        folded: dict[str, list[str]] = {}
-        for column in columns:
-            folded.setdefault(column.casefold(), []).append(column)
-        unknown = []
-        for name in self.placeholders:
-            if name in exact:
-                self._columns[name] = name
-            elif len(folded.get(name.casefold(), [])) == 1:
-                self._columns[name] = folded[name.casefold()][0]
-            else:
-                unknown.append(f"{{{name}}}")
-        if unknown:
-            word = "placeholder" if len(unknown) == 1 else "placeholders"
-            raise TemplateError(
-                f"unknown {word} {', '.join(unknown)}; the list's columns are: "
-                + ", ".join(columns)
+        raise TextError("the sender is empty; give a name of up to 11 letters and digits")
+    digits = cleaned[1:] if cleaned.startswith("+") else cleaned
+    if digits.isascii() and digits.isdigit():
+        if len(digits) > SENDER_DIGITS_MAX:
+            raise TextError(
+                f"the sender {sender.strip()!r} is {len(digits)} digits;"
+                f" a numeric sender is at most {SENDER_DIGITS_MAX}"
             )
-
-    def render(self, row: Mapping[str, str]) -> str:
-        """The text for one row; a blank value for a used placeholder is an error."""
-        if not self.placeholders:
-            return self.source
-        out = []
-        for literal, field in self._parts:
-            out.append(literal)
-            if field is not None:
-                value = (row.get(self._columns[field]) or "").strip()
-                if not value:
-                    raise MissingValueError(field)
-                out.append(value)
-        return "".join(out)
+        return digits
+    bad = sorted(set(cleaned) - _ASCII_ALNUM)
+    if bad:
+        shown = " ".join("space" if c == " " else repr(c) for c in bad)
+        raise TextError(
+            f"the sender {cleaned!r} has characters other than letters and digits ({shown});"
+            f" a sender name is up to {SENDER_NAME_MAX} ASCII letters and digits, no spaces"
+        )
+    if len(cleaned) > SENDER_NAME_MAX:
+        raise TextError(
+            f"the sender {cleaned!r} is {len(cleaned)} characters;"
+            f" a sender name is at most {SENDER_NAME_MAX}"
+        )
+    return cleaned
