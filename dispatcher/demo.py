@@ -104,15 +104,15 @@ def _wait_http(url: str, timeout: float = 10.0) -> None:
 
 def run_demo(*, size: int = 300, keep: bool = False) -> int:
     """Run the demo; returns the exit status."""
-    from dispatcher.recipients import normalise
-
     from dispatcher.campaigns import LoadRequest, load_campaign
     from dispatcher.cli import notify_workers
     from dispatcher.embedded import broker_alive
     from dispatcher.progress import watch_campaigns
+    from dispatcher.recipients import normalise
     from dispatcher.reports import campaign_status
     from dispatcher.supervisor import running_group
     from dispatcher.suppression import add_numbers
+    from workers import transitions
     from workers.database import ensure_schema
 
     console = Console(stderr=True)
@@ -161,7 +161,8 @@ def run_demo(*, size: int = 300, keep: bool = False) -> int:
             )
             cid = summary.campaign
             assert cid is not None
-            console.print(f"campaign {cid}: {summary.total} rows loaded; {summary.counts}")
+            counts = ", ".join(f"{n} {status}" for status, n in summary.as_dict()["counts"].items())
+            console.print(f"campaign {cid}: {summary.total} rows loaded ({counts})")
             notify_workers(settings, eng, cid)
             started = time.monotonic()
             final = watch_campaigns(
@@ -169,12 +170,17 @@ def run_demo(*, size: int = 300, keep: bool = False) -> int:
                 stop=lambda: group.dead() is not None or time.monotonic() - started > DEMO_TIMEOUT,
             )
             stats = requests.get(f"http://127.0.0.1:{port}/_sim/stats", timeout=5).json()
+            transitions.complete_finished(eng)
+            final = campaign_status(eng, cid)
         elapsed = time.monotonic() - started
         console.print(
             f"\n{final['final']}/{final['total']} final in {elapsed:.1f}s, cost {final['cost']}; "
             f"the gateway accepted {stats['unique']} messages, sent twice: {stats['duplicates']}"
         )
-        console.print(f"full report: sms-dispatch report {cid} (with SMS_DATA_DIR={base})")
+        if keep:
+            console.print(f"full report: SMS_DATA_DIR={base} sms-dispatch report {cid}")
+        else:
+            console.print("(run `sms-dispatch demo --keep` to keep its ledger for `report`)")
         return 0 if final["done"] else 1
     finally:
         sim.terminate()

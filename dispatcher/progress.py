@@ -33,6 +33,7 @@ def render(items: list[dict[str, Any]]) -> Group:
             + (f" ({data['reason']})" if data["reason"] else ""),
             show_header=True,
             title_justify="left",
+            min_width=60,
         )
         table.add_column("status")
         table.add_column("messages", justify="right")

@@ -35,6 +35,13 @@ def _ordered(counts: dict[str, int]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: order.get(kv[0], 99)))
 
 
+def money(amount: Decimal) -> str:
+    """At least two decimals, more only when the gateway's prices have them."""
+    amount = amount.normalize()
+    exponent = int(amount.as_tuple().exponent)
+    return f"{amount:.{max(2, -exponent)}f}"
+
+
 def campaign_status(engine: sa.Engine, campaign_id: int) -> dict[str, Any]:
     """The `status --json` object of one campaign."""
     campaign = transitions.get_campaign(engine, campaign_id)
@@ -50,7 +57,7 @@ def campaign_status(engine: sa.Engine, campaign_id: int) -> dict[str, Any]:
         "total": total,
         "counts": _ordered(counts),
         "final": final,
-        "cost": str(cost.normalize()) if cost else "0",
+        "cost": money(cost),
         "done": total > 0 and final == total,
         "waiting_for_window": transitions.waiting_for_window(engine, campaign_id),
         "send_after": campaign.send_after.isoformat() if campaign.send_after else None,
