@@ -109,7 +109,7 @@ def async_client(sim: Simulator, count: int, inflight: int = 64) -> float:
 class Pipeline:
     """A fresh ledger database, workers and beat, for one measured campaign."""
 
-    def __init__(self, sim: Simulator, work: Path, **env: str) -> None:
+    def __init__(self, sim: Simulator, work: Path, workers: int = 2, **env: str) -> None:
         self.db = f"sms_bench_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.db}"')
@@ -133,7 +133,7 @@ class Pipeline:
         log = (work / "pipeline.log").open("ab")
         self.procs = [
             subprocess.Popen(
-                [*celery, "worker", "--concurrency=2", "--loglevel=WARNING",
+                [*celery, "worker", f"--concurrency={workers}", "--loglevel=WARNING",
                  "--without-mingle", "--without-gossip"],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             ),
@@ -178,6 +178,10 @@ class Pipeline:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
 
 
+class _Skip(Exception):
+    pass
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
@@ -185,11 +189,18 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each baseline (median)")
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--rate-seconds", type=float, default=30)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument("--concurrency", default="32", help="SMS_CONCURRENCY, no latency")
+    parser.add_argument("--batch-size", default="200", help="SMS_BATCH_SIZE")
+    parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sms-bench-"))
 
+    naive = ceiling = ours = 0.0
     sim = Simulator()
     try:
+        if args.skip_throughput:
+            raise _Skip
         naive = statistics.median(naive_loop(sim, args.baseline) for _ in range(args.runs))
         print(f"naive sequential requests loop: {naive:,.0f} msg/s", flush=True)
         ceiling = statistics.median(async_client(sim, args.baseline) for _ in range(args.runs))
@@ -197,7 +208,14 @@ def main() -> int:
         requests.post(sim.url + "/_sim/reset", timeout=10)
         listfile = work / "list.csv"
         write_list(listfile, args.messages)
-        pipe = Pipeline(sim, work, SMS_SEND_RATE="100000", SMS_CONCURRENCY="32")
+        pipe = Pipeline(
+            sim,
+            work,
+            args.workers,
+            SMS_SEND_RATE="100000",
+            SMS_CONCURRENCY=args.concurrency,
+            SMS_BATCH_SIZE=args.batch_size,
+        )
         try:
             ours = pipe.run_campaign(listfile, args.messages, timeout=900)
         finally:
@@ -208,6 +226,8 @@ def main() -> int:
             f"({args.messages:,} messages; sent twice: {stats['duplicates']})",
             flush=True,
         )
+    except _Skip:
+        pass
     finally:
         sim.stop()
 
@@ -216,7 +236,14 @@ def main() -> int:
     try:
         rate_list = work / "rate.csv"
         write_list(rate_list, count)
-        pipe = Pipeline(sim, work, SMS_SEND_RATE=str(args.rate), SMS_CONCURRENCY="128")
+        pipe = Pipeline(
+            sim,
+            work,
+            args.workers,
+            SMS_SEND_RATE=str(args.rate),
+            SMS_CONCURRENCY="128",
+            SMS_BATCH_SIZE=args.batch_size,
+        )
         try:
             pipe.run_campaign(rate_list, count, timeout=args.rate_seconds * 4 + 60)
         finally:
@@ -233,8 +260,9 @@ def main() -> int:
         )
     finally:
         sim.stop()
-    print(f"\nsummary: ours {ours:,.0f} msg/s vs naive {naive:,.0f} ({ours / naive:.2f}x), "
-          f"ceiling {ceiling:,.0f}")  # fmt: skip
+    if naive:
+        print(f"\nsummary: ours {ours:,.0f} msg/s vs naive {naive:,.0f} ({ours / naive:.2f}x), "
+              f"ceiling {ceiling:,.0f}")  # fmt: skip
     return 0
 
 

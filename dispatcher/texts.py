@@ -6,7 +6,7 @@ Every error is a `TextError` whose message is one line a user can act on.
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 GSM_7 = "GSM-7"
@@ -20,8 +20,9 @@ GSM_BASIC = frozenset(
 # Extension table: each is sent as escape + character, so it costs two septets.
 GSM_EXTENSION = frozenset("^{}\\[~]|€\x0c")
 _GSM = GSM_BASIC | GSM_EXTENSION
-# ASCII is most texts; these few ASCII characters (backtick, most controls) force UCS-2.
-_ASCII_NOT_GSM = frozenset(map(chr, range(128))) - _GSM
+# ASCII is most texts: these are the ASCII characters GSM-7 has, and its two-septet ones.
+_ASCII_GSM_BYTES = "".join(sorted(c for c in _GSM if c.isascii())).encode("ascii")
+_ASCII_EXTENSION_BYTES = "".join(sorted(c for c in GSM_EXTENSION if c.isascii())).encode("ascii")
 
 GSM_SINGLE, GSM_PART = 160, 153  # a concatenated part loses 7 septets to its header
 UCS_SINGLE, UCS_PART = 70, 67  # and 3 UTF-16 units
@@ -45,6 +46,9 @@ class MissingValueError(TextError):
     def __init__(self, name: str) -> None:
         super().__init__(f"empty value for {{{name}}}")
         self.name = name
+
+    def __reduce__(self) -> tuple[type[MissingValueError], tuple[str]]:
+        return type(self), (self.name,)  # survives a trip to a worker process
 
 
 class Template:
@@ -108,17 +112,20 @@ class Template:
         """The text for one row; values are stripped; a blank value raises MissingValueError."""
         if not self._keys:
             return self._text
-        values = []
-        for name, key in zip(self._names, self._keys, strict=True):
+        try:
+            values = tuple([row[key].strip() for key in self._keys])
+        except (KeyError, AttributeError):  # a missing column or a None value
+            values = tuple(self._values_slowly(row))
+        if "" in values:
+            raise MissingValueError(self._names[values.index("")])
+        return self._fmt % values
+
+    def _values_slowly(self, row: Mapping[str, str]) -> Iterator[str]:
+        for key in self._keys:
             value = row.get(key)
             if value is None:
                 value = _lookup_ignoring_case(row, key)
-            if value is not None:
-                value = value.strip()
-            if not value:
-                raise MissingValueError(name)
-            values.append(value)
-        return self._fmt % tuple(values)
+            yield (value or "").strip()
 
 
 def _placeholder_name(field: str, spec: str | None, conversion: str | None) -> str:
@@ -179,25 +186,47 @@ class Segments:
 def count_segments(text: str) -> Segments:
     """Encoding, size and number of SMS parts of `text` (an empty text is 0 parts)."""
     if not text:
-        return Segments(GSM_7, 0, 0)
-    # Most texts are ASCII, where only a few characters (backtick, controls) are not GSM.
-    gsm = _ASCII_NOT_GSM.isdisjoint(text) if text.isascii() else _GSM.issuperset(text)
-    if gsm:
-        extension = GSM_EXTENSION.intersection(text)
-        units = len(text) + sum(text.count(c) for c in extension)
-        if units <= GSM_SINGLE:
-            return Segments(GSM_7, units, 1)
-        if not extension:
-            return Segments(GSM_7, units, -(-units // GSM_PART))
+        return _segments(GSM_7, 0)
+    if text.isascii():
+        # Most texts: bytes.translate does the character checks in C.
+        data = text.encode("ascii")
+        if data.translate(None, _ASCII_GSM_BYTES):
+            return _segments(UCS_2, len(text))  # a backtick or a control character
+        plain = data.translate(None, _ASCII_EXTENSION_BYTES)
+        units = 2 * len(data) - len(plain)
+        if len(plain) == len(data) or units <= GSM_SINGLE:
+            return _segments(GSM_7, units)
+        return _segments(GSM_7, units, _pack(text, GSM_EXTENSION.__contains__, GSM_PART))
+    chars = set(text)
+    if chars <= _GSM:
+        extension = GSM_EXTENSION & chars
+        units = len(text) + sum(map(text.count, extension))
+        if not extension or units <= GSM_SINGLE:
+            return _segments(GSM_7, units)
         # An escape and its character must stay in one part, so pack greedily.
-        return Segments(GSM_7, units, _pack(text, GSM_EXTENSION.__contains__, GSM_PART))
-    units = len(text.encode("utf-16-le")) // 2
-    if units <= UCS_SINGLE:
-        return Segments(UCS_2, units, 1)
-    if units == len(text):
-        return Segments(UCS_2, units, -(-units // UCS_PART))
+        return _segments(GSM_7, units, _pack(text, GSM_EXTENSION.__contains__, GSM_PART))
+    units = len(text.encode("utf-16-le", "surrogatepass")) // 2
+    if units == len(text) or units <= UCS_SINGLE:
+        return _segments(UCS_2, units)
     # A surrogate pair (emoji and other characters outside the BMP) must not be split.
-    return Segments(UCS_2, units, _pack(text, _is_astral, UCS_PART))
+    return _segments(UCS_2, units, _pack(text, _is_astral, UCS_PART))
+
+
+_SEGMENTS: dict[tuple[str, int, int], Segments] = {}
+
+
+def _segments(encoding: str, units: int, parts: int = 0) -> Segments:
+    """Segments for `units`, parts by plain division unless given; instances are shared."""
+    if not parts and units:
+        single, part = (GSM_SINGLE, GSM_PART) if encoding == GSM_7 else (UCS_SINGLE, UCS_PART)
+        parts = 1 if units <= single else -(-units // part)
+    key = (encoding, units, parts)
+    found = _SEGMENTS.get(key)
+    if found is None:
+        found = Segments(encoding, units, parts)
+        if len(_SEGMENTS) < 10_000:  # frozen dataclasses are slow to build; texts repeat
+            _SEGMENTS[key] = found
+    return found
 
 
 def _is_astral(char: str) -> bool:
@@ -222,6 +251,11 @@ def check_text(text: str, max_parts: int) -> Segments:
     if not text or text.isspace():
         raise TextError("the text is empty")
     segments = count_segments(text)
+    if segments.encoding == UCS_2 and not _encodable(text):
+        raise TextError(
+            "the text has characters that are not valid Unicode (a lone surrogate);"
+            " check the encoding it was typed or saved in"
+        )
     if segments.parts > max_parts:
         limit = f"{max_parts} part" + ("" if max_parts == 1 else "s")
         raise TextError(
@@ -229,6 +263,14 @@ def check_text(text: str, max_parts: int) -> Segments:
             f" characters); the limit is {limit}"
         )
     return segments
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_sender(sender: str) -> str:

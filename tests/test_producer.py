@@ -154,7 +154,7 @@ def test_formula_cells_are_escaped(value, shown):
 def test_refs_are_short_url_safe_and_unique():
     refs = new_refs(100_000)
     assert len(set(refs)) == len(refs)
-    assert all(len(r) == 13 and r.isalnum() and r.islower() for r in refs[:1000])
+    assert all(len(r) == 16 and r.isalnum() and r.islower() for r in refs[:1000])
 
 
 # --- the CLI, as a user runs it -------------------------------------------------------------

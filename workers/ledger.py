@@ -133,8 +133,8 @@ class Message(SQLModel, table=True):
     dlr_raw: str | None = None
 
     __table_args__ = (
-        sa.Index("ix_message_campaign_batch_status", "campaign_id", "batch", "status"),
-        sa.Index("ix_message_campaign_status", "campaign_id", "status"),
+        # Status before batch: the first due batches are a seek, not a scan of sent rows.
+        sa.Index("ix_message_campaign_status_batch", "campaign_id", "status", "batch"),
         sa.Index("ix_message_status_poll", "status", "next_poll_at"),
         sa.Index("ix_message_status_attempt", "status", "next_attempt_at"),
     )

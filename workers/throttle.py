@@ -40,7 +40,10 @@ return {ahead, count}
 
 # Slots are spaced a little wider than 1/rate so that scheduling jitter in the senders (a
 # thread that wakes a few ms late) cannot push one window over the limit.
-HEADROOM = 0.985
+HEADROOM = 0.99
+# A send may go at most this long after its slot, so with HEADROOM no second can hold more
+# than the rate: 0.99 * (1 + 0.008) < 1.
+MAX_LATE = 0.008
 DEFAULT_HORIZON = 1.0  # seconds of slots one reservation may book ahead
 
 
@@ -108,6 +111,11 @@ class SlotFeeder:
     def next_slot(self, stop: threading.Event | None = None) -> float | None:
         """A monotonic time at which one request may go; None if `stop` was set."""
         with self._lock:
+            stale = time.monotonic() - MAX_LATE
+            # Slots whose moment has passed are given up, not used late: a burst of late
+            # senders would otherwise crowd one second with more than the rate.
+            while self._slots and self._slots[-1] < stale:
+                self._slots.pop()
             while not self._slots:
                 if stop is not None and stop.is_set():
                     return None
@@ -120,13 +128,20 @@ class SlotFeeder:
             return self._slots.pop()
 
     def wait(self, stop: threading.Event | None = None) -> bool:
-        """Sleep until this thread's slot; False if `stop` was set meanwhile."""
-        slot = self.next_slot(stop)
-        if slot is None:
-            return False
-        pause = slot - time.monotonic()
-        if pause > 0:
-            if stop is not None:
-                return not stop.wait(pause)
-            time.sleep(pause)
-        return not (stop is not None and stop.is_set())
+        """Sleep until this thread's slot; False if `stop` was set meanwhile.
+
+        A thread that wakes up too late for its slot (a busy machine) takes another one.
+        """
+        while True:
+            slot = self.next_slot(stop)
+            if slot is None:
+                return False
+            pause = slot - time.monotonic()
+            if pause > 0:
+                if stop is not None:
+                    if stop.wait(pause):
+                        return False
+                else:
+                    time.sleep(pause)
+            if time.monotonic() - slot <= MAX_LATE:
+                return not (stop is not None and stop.is_set())

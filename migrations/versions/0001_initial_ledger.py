@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 19:23:54.725694
+Create Date: 2026-11-26 19:45:36.166143
 """
 
 from __future__ import annotations
@@ -108,9 +108,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("message", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_message_campaign_batch_status", ["campaign_id", "batch", "status"], unique=False
+            "ix_message_campaign_status_batch", ["campaign_id", "status", "batch"], unique=False
         )
-        batch_op.create_index("ix_message_campaign_status", ["campaign_id", "status"], unique=False)
         batch_op.create_index(
             "ix_message_status_attempt", ["status", "next_attempt_at"], unique=False
         )
@@ -121,8 +120,7 @@ def downgrade() -> None:
     with op.batch_alter_table("message", schema=None) as batch_op:
         batch_op.drop_index("ix_message_status_poll")
         batch_op.drop_index("ix_message_status_attempt")
-        batch_op.drop_index("ix_message_campaign_status")
-        batch_op.drop_index("ix_message_campaign_batch_status")
+        batch_op.drop_index("ix_message_campaign_status_batch")
 
     op.drop_table("message")
     with op.batch_alter_table("campaign", schema=None) as batch_op:
