@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     tz: str = "UTC"
     max_parts: int = Field(6, ge=1, le=255)
     unit_cost: Decimal = Decimal("0.05")
-    batch_size: int = Field(200, ge=1, le=10_000)
+    batch_size: int = Field(1000, ge=1, le=10_000)
 
     # Sending.
     send_rate: float = Field(50.0, gt=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -201,3 +202,29 @@ def test_claims_are_exclusive(setup, tmp_path):
     first = transitions.claim_batch(rt.engine, cid, 0, limit=100, lease=60)
     second = transitions.claim_batch(rt.engine, cid, 0, limit=100, lease=60)
     assert len(first) == 10 and second == []
+
+
+def test_slow_batch_keeps_its_lease_so_look_ups_never_cause_a_second_send(setup, sim, tmp_path):
+    # 15 messages at 5/s take 3 s, three times the lease; look-ups run all the while.
+    rt = setup(send_rate=5, submit_lease=1.0, report_grace=0.3, unknown_recheck=0.1)
+    cid = load(rt, tmp_path, 15)
+    stop = threading.Event()
+
+    def look_ups() -> None:
+        while not stop.is_set():
+            ids = transitions.claim_lookups(rt.engine, limit=100, lease=0.2)
+            if ids:
+                tracking.poll_reports(rt, ids)
+            time.sleep(0.05)
+
+    checker = threading.Thread(target=look_ups)
+    checker.start()
+    try:
+        report = sending.send_batch(rt, cid, 0)
+    finally:
+        stop.set()
+        checker.join()
+    assert report.outcomes == {"accepted": 15}
+    drain(rt, cid)
+    assert counts(rt, cid) == {"delivered": 15}
+    assert sim.stats()["duplicates"] == 0

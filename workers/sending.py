@@ -10,6 +10,7 @@ import logging
 import random
 import threading
 import time
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -91,6 +92,7 @@ class _Sender:
         self.stop = threading.Event()
         self.stop_reason: str | None = None
         self._checked = 0.0
+        self.lost: set[int] = set()  # claims whose lease ran out: someone else has them now
         self._lock = threading.Lock()
 
     def _halted(self) -> bool:
@@ -110,6 +112,8 @@ class _Sender:
 
     def send(self, claimed: Claimed, sender: str, template: str) -> SendResult | None:
         if self._halted() or not self.feeder.wait(self.stop) or self._halted():
+            return None
+        if claimed.id in self.lost:
             return None
         result = self.gateway.send(claimed.mobile, sender, claimed.text or template, claimed.ref)
         if result.outcome is Outcome.ACCOUNT and not self.stop.is_set():
@@ -136,6 +140,22 @@ def _outside_window(
     return keep, held
 
 
+def _hold_leases(rt: Runtime, sender: _Sender, by_future: dict[Future[Any], Claimed]) -> None:
+    """Wait for the batch, renewing the lease of what it still holds.
+
+    A slow batch (a low rate, many workers sharing it) must not look abandoned: a look-up
+    of a message that is about to be sent could otherwise lead to a second send.
+    """
+    lease = rt.settings.submit_lease
+    pending: set[Future[Any]] = set(by_future)
+    while pending:
+        _, pending = wait(pending, timeout=lease / 3)
+        if pending:
+            held = [by_future[f].id for f in pending]
+            kept = transitions.renew_lease(rt.engine, held, lease)
+            sender.lost.update(set(held) - kept)
+
+
 def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchReport:
     """Claim and send one batch of a running campaign. Safe to run twice: claims guard it."""
     report = BatchReport(campaign_id, batch)
@@ -152,6 +172,7 @@ def send_batch(rt: Runtime, campaign_id: int, batch: int) -> BatchReport:
     claimed, changes = _outside_window(rt, campaign, claimed)
     sender = _Sender(rt, rt.gateway, rt.send_feeder, campaign_id)
     futures = [rt.pool.submit(sender.send, c, campaign.sender, campaign.template) for c in claimed]
+    _hold_leases(rt, sender, dict(zip(futures, claimed, strict=True)))
     account_error: str | None = None
     for claim, future in zip(claimed, futures, strict=True):
         try:

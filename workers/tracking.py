@@ -6,6 +6,7 @@ The same look-up settles attempts whose outcome was unknown, before anything is 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from config import Settings
@@ -146,11 +147,13 @@ def poll_reports(rt: Runtime, ids: list[int]) -> dict[str, int]:
         try:
             report = rt.gateway.report(msg.mobile, msg.ref)
         except GatewayError as exc:
-            return _on_error(rt.settings, msg, exc)
-        return change_for_report(rt.settings, msg, report)
+            change = _on_error(rt.settings, msg, exc)
+        else:
+            change = change_for_report(rt.settings, msg, report)
+        return replace(change, expect=msg.status)
 
     changes = list(rt.pool.map(look_up, messages))
-    transitions.apply_changes(rt.engine, changes, tracked=True)
+    transitions.apply_changes(rt.engine, changes)
     counts: dict[str, int] = {}
     for change in changes:
         counts[change.status] = counts.get(change.status, 0) + 1

@@ -6,7 +6,7 @@ worker and the sweeper) can never both act on one message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -125,6 +125,7 @@ class Change:
 
     id: int
     status: Status
+    expect: Status = Status.SUBMITTING  # the status the change was decided from
     refund: int = 0
     last_error: str | None = None
     next_attempt_at: datetime | None = None
@@ -138,18 +139,16 @@ class Change:
     send_after: datetime | None = None
 
 
-def _change_statement(from_states: Iterable[Status]) -> sa.Update:
+def _change_statement() -> sa.Update:
     def p(name: str, column: str) -> sa.BindParameter[Any]:
         # Typed binds: inside coalesce() SQLAlchemy cannot infer the column's type itself.
         return sa.bindparam(name, type_=M.c[column].type)
 
     return (
         sa.update(M)
-        # Constants in the SQL text: executemany cannot expand an IN list per row.
-        .where(
-            M.c.id == sa.bindparam("_id"),
-            sa.or_(*(M.c.status == sa.literal_column(f"'{s.value}'") for s in from_states)),
-        )
+        # Only from the status the change was decided on: a report look-up that raced a
+        # send (or the other way round) changes nothing.
+        .where(M.c.id == sa.bindparam("_id"), M.c.status == p("_expect", "status"))
         .values(
             status=p("_status", "status"),
             attempts=M.c.attempts - p("_refund", "attempts"),
@@ -170,6 +169,7 @@ def _change_statement(from_states: Iterable[Status]) -> sa.Update:
 def _params(change: Change) -> dict[str, Any]:
     return {
         "_id": change.id,
+        "_expect": str(change.expect),
         "_status": str(change.status),
         "_refund": change.refund,
         "_last_error": change.last_error,
@@ -185,21 +185,30 @@ def _params(change: Change) -> dict[str, Any]:
     }
 
 
-_FROM_SUBMITTING = _change_statement([Status.SUBMITTING])
-_FROM_TRACKED = _change_statement([Status.SUBMITTING, Status.ACCEPTED, Status.SENT])
+_CHANGE = _change_statement()
 
 
-def apply_changes(engine: sa.Engine, changes: Sequence[Change], *, tracked: bool = False) -> None:
-    """Write many outcomes in one transaction; rows that left the expected state are skipped.
-
-    `tracked=False` applies only to messages still `submitting` (send outcomes); `True` also
-    to messages at the gateway (report outcomes).
-    """
+def apply_changes(engine: sa.Engine, changes: Sequence[Change]) -> None:
+    """Write many outcomes in one transaction; rows that left the expected state are skipped."""
     if not changes:
         return
-    stmt = _FROM_TRACKED if tracked else _FROM_SUBMITTING
     with engine.begin() as conn:
-        conn.execute(stmt, [_params(c) for c in changes])
+        conn.execute(_CHANGE, [_params(c) for c in changes])
+
+
+def renew_lease(engine: sa.Engine, ids: Sequence[int], lease: float) -> set[int]:
+    """Push the lease of messages a batch still holds; returns the ids still held."""
+    if not ids:
+        return set()
+    until = utcnow() + timedelta(seconds=lease)
+    with engine.begin() as conn:
+        kept = conn.execute(
+            sa.update(M)
+            .where(M.c.id.in_(list(ids)), M.c.status == Status.SUBMITTING)
+            .values(next_attempt_at=until)
+            .returning(M.c.id)
+        ).scalars()
+        return set(kept)
 
 
 # --- claims for tracking --------------------------------------------------------------------
