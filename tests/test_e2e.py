@@ -205,3 +205,26 @@ def test_embedded_mode_run_send_and_finish(sim, tmp_path):
     left = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True).stdout
     assert left.strip() == ""
     time.sleep(0.1)
+
+
+def test_campaign_sent_at_a_set_time_sends_nothing_before_it(prod_env, sim, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    lst = write_list(tmp_path / "list.csv", 50)
+    with celery_group(prod_env, tmp_path / "logs"):
+        at = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
+        sent = cli(
+            "send", str(lst), "--sender", "Shop", "--text", "Hi {name}",
+            "--at", at.strftime("%Y-%m-%dT%H:%M:%S"), "--tz", "UTC",
+            env=prod_env,
+        )  # fmt: skip
+        assert "starts at" in sent.stdout and at.isoformat() in sent.stdout
+        cid = int(sent.stdout.split()[1].rstrip(":"))
+        while datetime.now(UTC) < at - timedelta(seconds=1):
+            assert sim.stats()["attempts"] == 0
+            assert cli_json("status", str(cid), env=prod_env)["state"] == "scheduled"
+            time.sleep(0.5)
+        status = wait_for(lambda: finished(prod_env, cid), timeout=120, what="all final")
+    first_accept = min(int(s) for s in sim.stats()["per_second"])
+    assert first_accept >= int(at.timestamp())
+    assert status["counts"] == {"delivered": 50}
