@@ -392,6 +392,10 @@ class GatewayClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["User-Agent"] = USER_AGENT
+        # requests reads the proxy variables from the whole environment on every request,
+        # which cost as much as the request itself; read them once, here.
+        self._session.proxies = requests.utils.get_environ_proxies(self.base_url)
+        self._session.trust_env = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int | None = None) -> GatewayClient:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from config import Settings
 from workers import transitions
@@ -44,6 +45,16 @@ def _expired(settings: Settings, msg: Tracked, now: datetime) -> bool:
     return since is not None and (now - since).total_seconds() > validity
 
 
+def _expire(msg: Tracked, now: datetime, **extra: Any) -> Change:
+    return Change(
+        msg.id,
+        Status.EXPIRED,
+        last_error="no final report within the validity period",
+        final_at=now,
+        **extra,
+    )
+
+
 def change_for_report(settings: Settings, msg: Tracked, report: Report) -> Change:
     """The ledger change one report calls for."""
     now = utcnow()
@@ -66,15 +77,7 @@ def change_for_report(settings: Settings, msg: Tracked, report: Report) -> Chang
             **raw,
         )
     if _expired(settings, msg, now):
-        return Change(
-            msg.id,
-            Status.EXPIRED,
-            last_error="no final report within the validity period",
-            accepted_at=now,
-            final_at=now,
-            poll_count_add=1,
-            **raw,
-        )
+        return _expire(msg, now, poll_count_add=1, **raw)
     # Still on its way: a lost submit reply is now known to be accepted.
     return Change(
         msg.id,
@@ -124,12 +127,7 @@ def _on_error(settings: Settings, msg: Tracked, error: GatewayError) -> Change:
         error_text = f"outcome unknown; look-up failed: {error.message}"
         return Change(msg.id, Status.SUBMITTING, last_error=error_text, next_attempt_at=later)
     if _expired(settings, msg, now):
-        return Change(
-            msg.id,
-            Status.EXPIRED,
-            last_error="no final report within the validity period",
-            final_at=now,
-        )
+        return _expire(msg, now)
     return Change(
         msg.id,
         msg.status,
