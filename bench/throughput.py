@@ -191,8 +191,9 @@ def main() -> int:
     parser.add_argument("--rate-seconds", type=float, default=30)
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--concurrency", default="32", help="SMS_CONCURRENCY, no latency")
-    parser.add_argument("--batch-size", default="200", help="SMS_BATCH_SIZE")
+    parser.add_argument("--batch-size", default="1000", help="SMS_BATCH_SIZE")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-rate", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sms-bench-"))
 
@@ -231,6 +232,8 @@ def main() -> int:
     finally:
         sim.stop()
 
+    if args.skip_rate:
+        return 0
     count = int(args.rate * args.rate_seconds)
     sim = Simulator("--latency", "0.2")
     try:

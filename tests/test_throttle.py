@@ -21,7 +21,7 @@ def test_many_threads_in_two_feeders_never_exceed_the_rate(redis_client):
     rate = 40
     key = bucket_key("send", "http://gw", "k")
     # Two feeders stand for two worker processes sharing one account.
-    feeders = [SlotFeeder(RateLimiter(redis_client, key, rate)) for _ in range(2)]
+    feeders = [SlotFeeder(RateLimiter(redis_client, key, rate), 4) for _ in range(2)]
     slots: list[float] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + 2.5

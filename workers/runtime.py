@@ -42,8 +42,8 @@ class Runtime:
             engine=ensure_schema(settings),
             redis=client,
             gateway=GatewayClient.from_settings(settings),
-            send_feeder=SlotFeeder(send),
-            poll_feeder=SlotFeeder(poll),
+            send_feeder=SlotFeeder(send, settings.concurrency),
+            poll_feeder=SlotFeeder(poll, settings.concurrency),
             pool=ThreadPoolExecutor(settings.concurrency, thread_name_prefix="sms-send"),
         )
 

@@ -101,10 +101,12 @@ class SlotFeeder:
     Many threads share one feeder so a block of slots costs one Redis round trip.
     """
 
-    def __init__(self, limiter: RateLimiter, block: int | None = None) -> None:
+    def __init__(self, limiter: RateLimiter, block: int) -> None:
         self.limiter = limiter
-        # A block of a tenth of a second's worth keeps unused slots (if we stop) cheap.
-        self.block = block or max(1, int(limiter.rate / 10))
+        # Book no more slots than this process's senders can use at once (`block`, its
+        # thread count), and at most a tenth of a second's worth: slots a process books but
+        # cannot use in time are lost to every other process too.
+        self.block = max(1, min(block, int(limiter.rate / 10)))
         self._lock = threading.Lock()
         self._slots: list[float] = []
 
