@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 from dispatcher.campaigns import LoadRequest, load_campaign
 from workers import sending, ticks, tracking, transitions
-from workers.ledger import CampaignState, Status, message_table
-from workers.notices import halt_reason
+from workers.ledger import FINAL, CampaignState, Status, message_table
+from workers.notices import halt_campaigns, halt_reason, unhalt_campaign
 from workers.runtime import Runtime
 
 
@@ -66,7 +66,7 @@ def drain(rt: Runtime, campaign_id: int, rounds: int = 40) -> None:
         ids = transitions.claim_lookups(rt.engine, limit=1000, lease=30)
         if ids:
             tracking.poll_reports(rt, ids)
-        if set(counts(rt, campaign_id)) <= {s.value for s in transitions.FINAL}:
+        if set(counts(rt, campaign_id)) <= {s.value for s in FINAL}:
             return
         time.sleep(0.2)
 
@@ -109,7 +109,7 @@ def test_resume_after_top_up_sends_everything_once(setup, sim, tmp_path):
     sending.send_batch(rt, cid, 0)
     sim.configure(credit="100")
     assert transitions.resume(rt.engine, cid) == CampaignState.RUNNING
-    rt.redis.flushdb()  # the CLI lifts the halt flag; here by hand
+    unhalt_campaign(rt.redis, cid)  # as `sms-dispatch resume` does
     drain(rt, cid)
     assert counts(rt, cid) == {"delivered": 40}
     assert sim.stats()["duplicates"] == 0
@@ -228,3 +228,19 @@ def test_slow_batch_keeps_its_lease_so_look_ups_never_cause_a_second_send(setup,
     drain(rt, cid)
     assert counts(rt, cid) == {"delivered": 15}
     assert sim.stats()["duplicates"] == 0
+
+
+def test_cancel_during_a_batch_leaves_no_message_waiting(setup, sim, tmp_path):
+    rt = setup(send_rate=20)
+    cid = load(rt, tmp_path, 60)
+    worker = threading.Thread(target=sending.send_batch, args=(rt, cid, 0))
+    worker.start()
+    time.sleep(0.5)
+    transitions.cancel(rt.engine, cid)
+    halt_campaigns(rt.redis, [cid], "cancelled")  # as `sms-dispatch cancel` does
+    worker.join()
+    ticks.sweep(rt)
+    drain(rt, cid)
+    c = counts(rt, cid)
+    assert set(c) == {"cancelled", "delivered"}
+    assert c["delivered"] == sim.stats()["unique"] < 60

@@ -44,10 +44,6 @@ def release_batch(client: redis.Redis, campaign_id: int, batch: int) -> None:
     client.delete(_notice_key(campaign_id, batch))
 
 
-def live_notices(client: redis.Redis, campaign_id: int) -> int:
-    return sum(1 for _ in client.scan_iter(match=f"sms:notice:{campaign_id}:*", count=500))
-
-
 def halt_campaigns(client: redis.Redis, campaign_ids: Iterable[int], reason: str) -> None:
     """Tell every sender, on every machine, to stop sending for these campaigns."""
     pipe = client.pipeline()

@@ -15,7 +15,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from workers.ledger import (
-    FINAL,
     NOT_FINAL,
     CampaignState,
     Status,
@@ -410,8 +409,22 @@ def start_due_scheduled(engine: sa.Engine) -> list[int]:
         return list(conn.execute(stmt).scalars())
 
 
+def cancel_leftovers(engine: sa.Engine) -> int:
+    """Messages of cancelled campaigns that came back from a batch unsent become cancelled."""
+    now = utcnow()
+    cancelled = sa.select(C.c.id).where(C.c.state == CampaignState.CANCELLED)
+    with engine.begin() as conn:
+        result = conn.execute(
+            sa.update(M)
+            .where(M.c.status == Status.QUEUED, M.c.campaign_id.in_(cancelled))
+            .values(status=Status.CANCELLED, final_at=now, last_error="cancelled")
+        )
+    return int(result.rowcount or 0)
+
+
 def complete_finished(engine: sa.Engine) -> list[int]:
     """Running campaigns whose every message is final become completed."""
+    cancel_leftovers(engine)
     now = utcnow()
     open_messages = (
         sa.select(M.c.id)
@@ -426,7 +439,3 @@ def complete_finished(engine: sa.Engine) -> list[int]:
     )
     with engine.begin() as conn:
         return list(conn.execute(stmt).scalars())
-
-
-def is_final(status: str) -> bool:
-    return status in FINAL
