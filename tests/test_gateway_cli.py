@@ -85,3 +85,42 @@ def test_bad_number_is_one_line(sim):
     result = run(sim, "send", "12", "Hi", "--sender", "S")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_simulator_command_answers_the_documents_example_url(tmp_path):
+    import socket
+
+    import requests
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dispatcher", "simulator", "--port", str(port), "--key", "abc"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = (
+        f"http://127.0.0.1:{port}/api/sms/send_sms.php?key=abc&mobile=447483938220"
+        "&sender=InfoSMS&msgtext=Hello How Are You&ref=h01txyo25k&response=json"
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                reply = requests.get(url, timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "simulator did not start"
+                time.sleep(0.1)
+        assert reply.text.strip() == '{"status":true,"error":0}'
+        dlr = requests.get(
+            f"http://127.0.0.1:{port}/api/sms/dlr.php?key=abc&full_number=447483938220"
+            "&ref=h01txyo25k",
+            timeout=2,
+        ).json()
+        assert dlr == {"status": True, "queue_status": "pending", "queue_error": 0}
+    finally:
+        proc.terminate()
+        proc.wait(10)
