@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -292,7 +292,6 @@ def load_campaign(
     request: LoadRequest,
     *,
     dry_run: bool = False,
-    progress: Callable[[int], None] | None = None,
     fail_after: int | None = None,
 ) -> LoadSummary:
     """Validate and load a list. With `dry_run` (or no engine) nothing is written.
@@ -322,8 +321,6 @@ def load_campaign(
         for chunk in chunks:
             classifier.values(chunk, 0, now, time_stamper("none"))
             summary.total += len(chunk)
-            if progress:
-                progress(summary.total)
         return _finish(summary, classifier, settings)
 
     with engine.begin() as conn:
@@ -358,8 +355,6 @@ def load_campaign(
             summary.total += len(chunk)
             if fail_after is not None and summary.total >= fail_after:
                 raise RuntimeError(f"injected failure after {summary.total} rows")
-            if progress:
-                progress(summary.total)
         if summary.total == 0:
             raise TextError(f"{request.path}: the list has no recipients")
         state = CampaignState.RUNNING

@@ -62,6 +62,8 @@ class _Group(click.Group):
             fail(f"cannot use the database: {_one_line(exc.orig or exc)}", EXIT_FAILED)
         except redis.RedisError as exc:
             fail(f"cannot reach Redis: {_one_line(exc)}", EXIT_FAILED)
+        except KeyboardInterrupt:
+            sys.exit(130)  # Ctrl-C on `status --watch` and the like: no traceback
 
 
 def _one_line(exc: BaseException) -> str:
@@ -184,7 +186,13 @@ def send(
         validity=validity_s,
     )
     eng = None if dry_run else engine()
-    summary = load_campaign(s, eng, request, dry_run=dry_run)
+    removed = "the partly loaded campaign was removed and nothing will be sent"
+    try:
+        summary = load_campaign(s, eng, request, dry_run=dry_run)
+    except KeyboardInterrupt:
+        fail(f"interrupted; {removed}", 130)
+    except sa.exc.SQLAlchemyError as exc:
+        fail(f"loading failed ({_one_line(exc.orig or exc)}); {removed}", EXIT_FAILED)
     note = None
     if eng is not None and summary.campaign is not None and summary.state == "running":
         note = notify_workers(s, eng, summary.campaign)
