@@ -273,3 +273,4 @@ def test_key_never_leaks_in_get_mode(sim, caplog):
     for text in texts:
         assert TEST_KEY not in text
         assert "test-key" not in text
+        assert MOBILE not in text  # numbers are personal data: kept out of logs too

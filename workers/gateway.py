@@ -26,15 +26,17 @@ RAW_LIMIT = 200  # how much of an unparseable body is kept in an error
 USER_AGENT = "sms-dispatch/0.1"
 
 log = logging.getLogger("sms.gateway")
-_KEY_IN_TEXT = re.compile(r"(?i)(key=)[^&\s\"']+")
+# The key is a secret; numbers and texts are personal data. All of them travel in the query
+# string in GET mode.
+_PRIVATE_IN_TEXT = re.compile(r"(?i)\b(key|mobile|full_number|msgtext)=[^&\s\"']*")
 
 
 def redact(text: str) -> str:
-    """Mask `key=...` wherever it appears in a URL or a log line."""
-    return _KEY_IN_TEXT.sub(r"\1***", text)
+    """Mask the key, numbers and texts wherever they appear in a URL or a log line."""
+    return _PRIVATE_IN_TEXT.sub(r"\1=***", text)
 
 
-class _RedactKeyFilter(logging.Filter):
+class _RedactFilter(logging.Filter):
     # urllib3 logs the request line (query string included) at DEBUG; GET mode puts the key
     # there, so every record of that logger is scrubbed before any handler sees it.
     def filter(self, record: logging.LogRecord) -> bool:
@@ -46,7 +48,7 @@ class _RedactKeyFilter(logging.Filter):
         return True
 
 
-logging.getLogger("urllib3.connectionpool").addFilter(_RedactKeyFilter())
+logging.getLogger("urllib3.connectionpool").addFilter(_RedactFilter())
 
 
 class Outcome(StrEnum):
