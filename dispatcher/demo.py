@@ -165,13 +165,17 @@ def run_demo(*, size: int = 300, keep: bool = False) -> int:
             console.print(f"campaign {cid}: {summary.total} rows loaded ({counts})")
             notify_workers(settings, eng, cid)
             started = time.monotonic()
+
+            def snapshot() -> dict:
+                # Completing here (beat does it too) lets the last frame say "completed".
+                transitions.complete_finished(eng)
+                return campaign_status(eng, cid)
+
             final = watch_campaigns(
-                lambda: campaign_status(eng, cid),
+                snapshot,
                 stop=lambda: group.dead() is not None or time.monotonic() - started > DEMO_TIMEOUT,
             )
             stats = requests.get(f"http://127.0.0.1:{port}/_sim/stats", timeout=5).json()
-            transitions.complete_finished(eng)
-            final = campaign_status(eng, cid)
         elapsed = time.monotonic() - started
         console.print(
             f"\n{final['final']}/{final['total']} final in {elapsed:.1f}s, cost {final['cost']}; "
