@@ -162,8 +162,10 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def test_embedded_mode_run_send_and_finish(sim, tmp_path):
-    sim.configure(mix=MIX, error_5xx=0.02, busy=0.02, drop=0.01)
+def test_embedded_mode_with_faults_and_a_credit_top_up_ends_final_and_sent_once(sim, tmp_path):
+    sim.configure(
+        mix=MIX, error_5xx=0.02, busy=0.02, drop=0.01, late=0.01, late_delay=3, credit="50.00"
+    )
     data = tmp_path / "data"
     env = {
         "SMS_DATA_DIR": str(data),
@@ -194,6 +196,14 @@ def test_embedded_mode_run_send_and_finish(sim, tmp_path):
         start_new_session=True,
     )
     try:
+        paused = wait_for(
+            lambda: (s := cli_json("status", str(cid), env=env))["state"] == "paused" and s,
+            timeout=120,
+            what="the campaign to pause for credit",
+        )
+        assert "credit" in paused["reason"].lower()
+        sim.configure(credit="1000")
+        assert "running" in cli("resume", str(cid), env=env).stdout
         status = wait_for(lambda: finished(env, cid), timeout=240, what="all messages final")
     finally:
         run.send_signal(2)  # Ctrl-C
