@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     max_parts: int = Field(6, ge=1, le=255)
     unit_cost: Decimal = Decimal("0.05")
     batch_size: int = Field(1000, ge=1, le=10_000)
+    # A campaign still `loading` after this long lost its producer (killed mid-list).
+    loading_timeout: Duration = 6 * 3600.0
 
     # Sending.
     send_rate: float = Field(50.0, gt=0)

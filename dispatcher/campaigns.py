@@ -30,6 +30,7 @@ from workers.ledger import (
     suppression_table,
     utcnow,
 )
+from workers.transitions import discard_loading
 from workers.windows import WindowPlanner, parse_window
 
 C = campaign_table
@@ -375,7 +376,7 @@ def load_campaign(
         with engine.begin() as conn:
             conn.execute(flip)
     except BaseException:
-        discard_campaign(engine, campaign_id)
+        discard_loading(engine, campaign_id)
         raise
     summary.state = state
     summary.send_after = request.send_after
@@ -387,10 +388,3 @@ def _finish(summary: LoadSummary, classifier: _Classifier, settings: Settings) -
     summary.segments = classifier.segments
     summary.estimated_cost = (settings.unit_cost * classifier.segments).quantize(Decimal("0.01"))
     return summary
-
-
-def discard_campaign(engine: sa.Engine, campaign_id: int) -> None:
-    """Remove a campaign that did not finish loading, with every row written so far."""
-    with engine.begin() as conn:
-        conn.execute(sa.delete(M).where(M.c.campaign_id == campaign_id))
-        conn.execute(sa.delete(C).where(C.c.id == campaign_id, C.c.state == CampaignState.LOADING))

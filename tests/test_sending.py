@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import time_machine
 
 from dispatcher.campaigns import LoadRequest, load_campaign
 from workers import sending, ticks, tracking, transitions
-from workers.ledger import FINAL, CampaignState, Status, message_table
+from workers.ledger import FINAL, CampaignState, Status, campaign_table, message_table
 from workers.notices import halt_campaigns, halt_reason, unhalt_campaign
 from workers.runtime import Runtime
 
@@ -244,3 +246,17 @@ def test_cancel_during_a_batch_leaves_no_message_waiting(setup, sim, tmp_path):
     c = counts(rt, cid)
     assert set(c) == {"cancelled", "delivered"}
     assert c["delivered"] == sim.stats()["unique"] < 60
+
+
+def test_sweep_removes_a_load_whose_producer_died_but_not_one_in_progress(setup, tmp_path):
+    rt = setup(loading_timeout=3600)
+    cid = load(rt, tmp_path, 5)
+    c = campaign_table
+    with rt.engine.begin() as conn:
+        conn.execute(sa.update(c).where(c.c.id == cid).values(state="loading"))
+    assert ticks.sweep(rt)["abandoned"] == 0  # young: its producer may still be writing
+    with time_machine.travel(datetime.now(UTC) + timedelta(hours=2), tick=False):
+        assert ticks.sweep(rt)["abandoned"] == 1
+    assert messages(rt, cid) == []
+    with pytest.raises(transitions.CampaignNotFound):
+        transitions.get_campaign(rt.engine, cid)

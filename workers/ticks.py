@@ -43,8 +43,11 @@ def poll_due(rt: Runtime, app: Celery) -> dict[str, int]:
 
 
 def sweep(rt: Runtime) -> dict[str, int]:
-    """Complete campaigns whose every message is final."""
+    """Complete campaigns whose every message is final; remove loads abandoned midway."""
     completed = transitions.complete_finished(rt.engine)
     if completed:
         log.info("campaigns completed: %s", completed)
-    return {"completed": len(completed)}
+    abandoned = transitions.discard_abandoned_loads(rt.engine, rt.settings.loading_timeout)
+    if abandoned:
+        log.warning("removed campaigns whose loading never finished: %s", abandoned)
+    return {"completed": len(completed), "abandoned": len(abandoned)}

@@ -409,6 +409,27 @@ def start_due_scheduled(engine: sa.Engine) -> list[int]:
         return list(conn.execute(stmt).scalars())
 
 
+def discard_loading(engine: sa.Engine, campaign_id: int) -> None:
+    """Remove a campaign that did not finish loading, with every row written so far."""
+    with engine.begin() as conn:
+        conn.execute(sa.delete(M).where(M.c.campaign_id == campaign_id))
+        conn.execute(sa.delete(C).where(C.c.id == campaign_id, C.c.state == CampaignState.LOADING))
+
+
+def discard_abandoned_loads(engine: sa.Engine, older_than: float) -> list[int]:
+    """Loads whose producer died (killed mid-list) are removed; they never sent anything."""
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    with engine.connect() as conn:
+        ids = list(
+            conn.execute(
+                sa.select(C.c.id).where(C.c.state == CampaignState.LOADING, C.c.created_at < cutoff)
+            ).scalars()
+        )
+    for campaign_id in ids:
+        discard_loading(engine, campaign_id)
+    return ids
+
+
 def cancel_leftovers(engine: sa.Engine) -> int:
     """Messages of cancelled campaigns that came back from a batch unsent become cancelled."""
     now = utcnow()
