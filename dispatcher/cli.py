@@ -192,7 +192,10 @@ def send(
     except KeyboardInterrupt:
         fail(f"interrupted; {removed}", 130)
     except sa.exc.SQLAlchemyError as exc:
-        fail(f"loading failed ({_one_line(exc.orig or exc)}); {removed}", EXIT_FAILED)
+        fail(
+            f"loading failed ({_one_line(getattr(exc, 'orig', None) or exc)}); {removed}",
+            EXIT_FAILED,
+        )
     note = None
     if eng is not None and summary.campaign is not None and summary.state == "running":
         note = notify_workers(s, eng, summary.campaign)
