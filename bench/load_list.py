@@ -49,7 +49,8 @@ def generate(path: Path, rows: int, seed: int = 1) -> None:
 def run_once(listfile: Path, env: dict[str, str]) -> tuple[float, int, dict]:
     cmd = [
         "/usr/bin/time", "-v", sys.executable, "-m", "dispatcher", "send", str(listfile),
-        "--sender", "Bench", "--text", "Hi {name}, see you in {city}", "--json",
+        "--sender", "Bench", "--text", "Hi {name}, see you in {city}", "--purpose", "service",
+        "--json",
     ]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
@@ -80,6 +81,8 @@ def main() -> int:
             continue
         for run in range(args.runs):
             env = dict(base, SMS_DATA_DIR=str(work / f"data-{db}-{run}"))
+            # send checks the gateway settings; no worker runs, so nothing is ever sent.
+            env.update(SMS_GATEWAY_URL="http://127.0.0.1:9", SMS_GATEWAY_KEY="bench")
             dbname = None
             if db == "postgresql":
                 dbname = f"sms_bench_{uuid.uuid4().hex[:8]}"

@@ -1,4 +1,4 @@
-"""Benchmark: numbers/s of `dispatcher.recipients.normalise` on valid SE/GB/US/DE numbers.
+"""Benchmark: numbers/s of `dispatcher.numbers.normalise` on valid SE/GB/US/DE numbers.
 
 Generates --count valid numbers in the shapes lists have (national with separators,
 `+` international, `00`/`011` international, bare international), then prints the median
@@ -15,7 +15,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from dispatcher.recipients import _normalise_slowly, normalise
+from dispatcher.numbers import _normalise_slowly, normalise
 
 Shape = Callable[[random.Random], tuple[str, str]]
 

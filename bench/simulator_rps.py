@@ -75,7 +75,10 @@ def start_simulator(port: int) -> subprocess.Popen[str]:
 
 def control(base: str, path: str, method: str = "GET") -> dict:
     request = urllib.request.Request(
-        base + path, method=method, data=b"" if method == "POST" else None
+        base + path,
+        method=method,
+        data=b"" if method == "POST" else None,
+        headers={"X-Sim-Key": KEY},  # the control API needs the key
     )
     with urllib.request.urlopen(request, timeout=10) as reply:
         return json.loads(reply.read())

@@ -157,7 +157,9 @@ class Pipeline:
 
     def run_campaign(self, listfile: Path, count: int, timeout: float) -> float:
         start = time.perf_counter()
-        self.cli("send", str(listfile), "--sender", "Bench", "--text", "Hi there")
+        self.cli(
+            "send", str(listfile), "--sender", "Bench", "--text", "Hi there", "--purpose", "service"
+        )
         deadline = time.monotonic() + timeout
         while self.accepted() < count:
             if time.monotonic() > deadline:
@@ -166,16 +168,21 @@ class Pipeline:
         return count / (time.perf_counter() - start)
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+        stop_all(self.procs, self.db)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]], db: str) -> None:
+    """Stop a bench's process groups (SIGTERM, then SIGKILL after 30 s) and drop its database."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 class _Skip(Exception):
@@ -194,6 +201,12 @@ def main() -> int:
     parser.add_argument("--batch-size", default="1000", help="SMS_BATCH_SIZE")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-rate", action="store_true")
+    parser.add_argument(
+        "--cpu-hog",
+        type=int,
+        default=0,
+        help="busy-loop processes beside the workers during the rate test (a starved machine)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sms-bench-"))
 
@@ -206,7 +219,7 @@ def main() -> int:
         print(f"naive sequential requests loop: {naive:,.0f} msg/s", flush=True)
         ceiling = statistics.median(async_client(sim, args.baseline) for _ in range(args.runs))
         print(f"aiohttp, 64 in flight:          {ceiling:,.0f} msg/s", flush=True)
-        requests.post(sim.url + "/_sim/reset", timeout=10)
+        requests.post(sim.url + "/_sim/reset", headers={"X-Sim-Key": KEY}, timeout=10)
         listfile = work / "list.csv"
         write_list(listfile, args.messages)
         pipe = Pipeline(
@@ -247,16 +260,24 @@ def main() -> int:
             SMS_CONCURRENCY="128",
             SMS_BATCH_SIZE=args.batch_size,
         )
+        # Each hog spins for at most the test's time limit, then ends by itself.
+        limit = args.rate_seconds * 4 + 60
+        hog = f"import time\nend = time.monotonic() + {limit}\nwhile time.monotonic() < end: pass"
+        hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(args.cpu_hog)]
         try:
-            pipe.run_campaign(rate_list, count, timeout=args.rate_seconds * 4 + 60)
+            pipe.run_campaign(rate_list, count, timeout=limit)
         finally:
+            for proc in hogs:
+                proc.kill()
             pipe.stop()
         per_second = sorted(sim.stats()["per_second"].items(), key=lambda kv: int(kv[0]))
         # Whole seconds only: the first and last are partial.
         full = [n for _, n in per_second[1:-1]]
         achieved = statistics.median(full) if full else 0
         print(
-            f"rate test at SMS_SEND_RATE={args.rate:g}, 200 ms latency: median {achieved:g} msg/s "
+            f"rate test at SMS_SEND_RATE={args.rate:g}, 200 ms latency"
+            + (f", {args.cpu_hog} CPU hogs" if args.cpu_hog else "")
+            + f": median {achieved:g} msg/s "
             f"= {achieved / args.rate:.1%} of the set rate; busiest second "
             f"{max(n for _, n in per_second)} (limit {args.rate:g})",
             flush=True,

@@ -10,39 +10,23 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import redis
 import sqlalchemy as sa
 
-from config import Settings, SettingsError, get_settings, parse_duration, reset_settings
-from dispatcher.campaigns import LoadRequest, load_campaign
-from dispatcher.embedded import EmbeddedRedisError, broker_alive
-from dispatcher.recipients import RecipientListError
-from dispatcher.schedules import ScheduleError
-from dispatcher.texts import TextError
-from workers.database import SchemaError, ensure_schema, upgrade
-from workers.timing import TimingError, parse_at, zone
-from workers.transitions import CampaignNotFound, CampaignStateError
+from config import Settings, get_settings, reset_settings
+from dispatcher import control
+from dispatcher.control import notify_workers
+from dispatcher.errors import USER_ERRORS, LoadFailed, OptionError, one_line
+from workers.database import ensure_schema, private_dir, upgrade
+
+if TYPE_CHECKING:  # the commands that read statuses import reports when they run
+    from dispatcher.reports import CampaignStatus
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    SettingsError,
-    RecipientListError,
-    TextError,
-    TimingError,
-    ScheduleError,
-    CampaignNotFound,
-    CampaignStateError,
-    SchemaError,
-    EmbeddedRedisError,
-    FileNotFoundError,
-    IsADirectoryError,
-    PermissionError,
-)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -56,8 +40,12 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except USER_ERRORS as exc:
+        except OptionError as exc:
+            fail(f"--{exc}")
+        except USER_ERRORS as exc:  # one line on stderr, no traceback
             fail(_one_line(exc))
+        except LoadFailed as exc:
+            fail(str(exc), EXIT_FAILED)
         except sa.exc.OperationalError as exc:
             fail(f"cannot use the database: {_one_line(exc.orig or exc)}", EXIT_FAILED)
         except redis.RedisError as exc:
@@ -66,9 +54,7 @@ class _Group(click.Group):
             sys.exit(130)  # Ctrl-C on `status --watch` and the like: no traceback
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+_one_line = one_line
 
 
 def settings() -> Settings:
@@ -88,6 +74,12 @@ def emit(obj: Any) -> None:
 def main() -> None:
     """Bulk SMS dispatch: recipient lists in, every message accounted for."""
     reset_settings()
+    try:
+        from dispatcher.control import count_in_redis
+
+        count_in_redis(get_settings())
+    except Exception:  # settings errors are reported by the command that needs them
+        pass
 
 
 # --- sending --------------------------------------------------------------------------------
@@ -104,31 +96,53 @@ def _read_text(text: str | None, text_file: Path | None) -> str:
     return text or ""
 
 
-def _validity(value: str | None) -> float | None:
-    if not value:
-        return None
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError("must be longer than zero")
-    return seconds
+__all__ = ["main", "notify_workers"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def notify_workers(s: Settings, eng: sa.Engine, campaign_id: int) -> str:
-    """Issue the first notices of a running campaign; says what happens next."""
-    if not broker_alive(s):
-        if s.embedded:
-            return "sending starts when `sms-dispatch run` (or the workers) start"
-        return "the broker is not reachable; sending starts when it and the workers are up"
-    from workers import notices, transitions
-    from workers.celery_app import app
+def _options(*decorators: Callable[[_F], _F]) -> Callable[[_F], _F]:
+    """Several click options as one decorator; `--help` lists them in the order given."""
 
-    client = redis.Redis.from_url(s.redis_url)
-    try:
-        batches = transitions.due_batches(eng, campaign_id, limit=s.notices_ahead)
-        notices.issue_batches(app, client, campaign_id, batches, s.notice_lease)
-    finally:
-        client.close()
-    return "sending has started"
+    def apply(f: _F) -> _F:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+def _priority_option(default: str, help_text: str) -> Callable[[_F], _F]:
+    return click.option(
+        "--priority",
+        type=click.Choice(["high", "normal", "low"], case_sensitive=False),
+        default=default,
+        show_default=True,
+        help=help_text,
+    )
+
+
+# The options `send` and `schedule add` share word for word, declared once for both.
+_window_option = click.option(
+    "--window", help="Send only between these local times, e.g. 09:00-20:00."
+)
+_validity_option = click.option("--validity", help="How long to wait for a final report, e.g. 24h.")
+_consent_column_option = click.option(
+    "--consent-column", help="Marketing: the column that says yes (or a date)."
+)
+_row_time_options = _options(
+    click.option("--send-at-column", help="Time each message from this column (an appointment)."),
+    click.option("--before", help="With --send-at-column: send this long before it, e.g. 24h, 1d."),
+    click.option("--after", help="With --send-at-column: send this long after it, e.g. 2h."),
+    click.option(
+        "--date-order",
+        type=click.Choice(["dmy", "mdy"], case_sensitive=False),
+        help="Dates like 03/04/2026: day first (dmy) or month first (mdy).",
+    ),
+)
+_gsm_safe_option = click.option(
+    "--gsm-safe", is_flag=True, help="Replace typographic quotes, dashes, ... by GSM-7."
+)
 
 
 @main.command()
@@ -141,11 +155,29 @@ def notify_workers(s: Settings, eng: sa.Engine, campaign_id: int) -> str:
 @click.option("--column", help="The column that holds the numbers.")
 @click.option("--at", "at", help="Start at this time (ISO 8601), not now.")
 @click.option("--tz", help="Time zone for --at without an offset (default: setting).")
-@click.option("--window", help="Send only between these local times, e.g. 09:00-20:00.")
+@_window_option
 @click.option("--days", help="Send only on these days (recipient's local), e.g. MON-FRI.")
-@click.option("--validity", help="How long to wait for a final report, e.g. 24h.")
+@_validity_option
+@click.option(
+    "--purpose",
+    help="Required: marketing (needs --consent-column) or service (reminders, receipts).",
+)
+@_consent_column_option
 @click.option("--dry-run", is_flag=True, help="Check and count; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("--encoding", help="Text encoding of the list (default: detected), e.g. cp1252.")
+@click.option("--sheet", help="Sheet of a workbook list (.xlsx, .ods; default: the first).")
+@click.option(
+    "--allow-landlines",
+    is_flag=True,
+    help="Send to numbers that are not mobiles too (text-to-landline gateways).",
+)
+@click.option("--webhook", help="Post this campaign's events here (default: SMS_WEBHOOK_URL).")
+@_priority_option("normal", "Lane: due high messages go before normal ones, normal before low.")
+@click.option("--max-cost", help="Stop (pause) the campaign before it costs more, e.g. 250.00.")
+@_row_time_options
+@click.option("--dedupe-column", help="Send once per value of this column (a booking id).")
+@_gsm_safe_option
 def send(
     list_file: Path,
     sender: str,
@@ -159,77 +191,173 @@ def send(
     window: str | None,
     days: str | None,
     validity: str | None,
+    purpose: str | None,
+    consent_column: str | None,
     dry_run: bool,
     as_json: bool,
+    encoding: str | None = None,
+    sheet: str | None = None,
+    allow_landlines: bool = False,
+    webhook: str | None = None,
+    priority: str = "normal",
+    max_cost: str | None = None,
+    send_at_column: str | None = None,
+    before: str | None = None,
+    after: str | None = None,
+    date_order: str | None = None,
+    dedupe_column: str | None = None,
+    gsm_safe: bool = False,
 ) -> None:
     """Load a recipient list as a campaign and start sending it."""
     s = settings()
-    template = _read_text(text, text_file)
-    if tz:
-        zone(tz)
-    send_after = parse_at(at, tz or s.tz) if at else None
-    try:
-        validity_s = _validity(validity)
-    except ValueError as exc:
-        fail(f"--validity: {exc}")
-    request = LoadRequest(
+    request = control.load_request(
+        s,
         path=list_file,
         sender=sender,
-        template=template,
+        template=_read_text(text, text_file),
         name=name,
-        region=region.upper() if region else None,
+        region=region,
         column=column,
-        send_after=send_after,
+        at=at,
+        tz=tz,
         window=window,
         days=days,
-        tz=tz,
-        validity=validity_s,
+        validity=validity,
+        purpose=purpose,
+        consent_column=consent_column,
+        priority=priority,
+        max_cost=max_cost,
+        send_at_column=send_at_column,
+        before=before,
+        after=after,
+        date_order=date_order,
+        dedupe_column=dedupe_column,
+        gsm_safe=gsm_safe,
     )
-    eng = None if dry_run else engine()
-    removed = "the partly loaded campaign was removed and nothing will be sent"
+    request.encoding, request.sheet, request.landlines = encoding, sheet, allow_landlines
+    request.webhook_url = _webhook_url(webhook)
+    if not dry_run:
+        s.require_gateway()  # before a campaign is loaded that nothing could send
+    eng = _existing_ledger(s) if dry_run else engine()
     try:
-        summary = load_campaign(s, eng, request, dry_run=dry_run)
+        started = control.start_campaign(s, eng, request, dry_run=dry_run)
     except KeyboardInterrupt:
-        fail(f"interrupted; {removed}", 130)
-    except sa.exc.SQLAlchemyError as exc:
-        fail(
-            f"loading failed ({_one_line(getattr(exc, 'orig', None) or exc)}); {removed}",
-            EXIT_FAILED,
-        )
-    note = None
-    if eng is not None and summary.campaign is not None and summary.state == "running":
-        note = notify_workers(s, eng, summary.campaign)
+        fail(f"interrupted; {control.REMOVED}", 130)
+    summary, note = started.summary, started.note
     if as_json:
         emit(summary.as_dict())
     else:
-        _print_summary(summary.as_dict(), send_after)
+        _print_summary(summary.as_dict(), request.send_after)
+    for line in _text_warnings(summary.as_dict()):
+        click.echo(line, err=as_json)
     if note:
         click.echo(note, err=as_json)
+    if dry_run and not summary.counts.get("queued"):
+        fail(f"{list_file}: no row can be sent", EXIT_FAILED)
+
+
+def _webhook_url(url: str | None) -> str | None:
+    from workers.webhooks import check_url
+
+    try:
+        return check_url(url) if url else None
+    except ValueError as exc:
+        fail(f"--webhook: {exc}")
+
+
+def _existing_ledger(s: Settings) -> sa.Engine | None:
+    """The ledger for a dry run to read opt-outs from, if there is one; never creates it."""
+    url = s.sqlalchemy_url
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if not path or not Path(path).exists():
+            return None  # no ledger yet, so no opt-outs yet
+    return engine()
 
 
 def _print_summary(data: dict[str, Any], send_after: Any) -> None:
     head = "dry run" if data["campaign"] is None else f"campaign {data['campaign']}"
     click.echo(f"{head}: {data['state']}, {data['total']} rows")
+    if data.get("source"):
+        click.echo(f"  {data['source']}")
     for status, n in data["counts"].items():
         click.echo(f"  {status:<12} {n}")
     click.echo(f"  segments     {data['segments']}  (estimated cost {data['estimated_cost']})")
+    if data.get("priority") and data["priority"] != "normal":
+        click.echo(f"  priority     {data['priority']}")
     if send_after is not None:
         click.echo(f"  starts at    {send_after.isoformat()} (UTC)")
+    if data["campaign"] is None:
+        if data.get("sample") is not None:
+            click.echo(f"  first text   {data['sample']!r}")
+        problems = data.get("problems") or []
+        if problems:
+            click.echo(f"  the first {len(problems)} rows that will not be sent:")
+        for row in problems:
+            click.echo(
+                f"    line {row['line']}: {row['mobile_as_given']!r} {row['status']}"
+                f" ({row['error']})"
+            )
+
+
+def _text_warnings(data: dict[str, Any]) -> list[str]:
+    """What --gsm-safe did, and which characters make texts UCS-2 at what cost."""
+    from dispatcher.texts import GSM_SAFE
+
+    lines = []
+    if data.get("gsm_safe_replaced"):
+        lines.append(f"--gsm-safe replaced {data['gsm_safe_replaced']} character(s) in the text")
+    chars = data.get("ucs2_characters") or []
+    if chars and data.get("ucs2_texts"):
+        shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in chars[:10])
+        extra = data.get("ucs2_extra_cost", "0")
+        lines.append(
+            f"warning: {shown} make {data['ucs2_texts']} text(s) UCS-2 (70 characters a part,"
+            f" not 160): {extra} more than as GSM-7"
+        )
+        fixable = [c for c in chars if c in GSM_SAFE]
+        if fixable:
+            lines.append(
+                f"  --gsm-safe replaces {', '.join(repr(c) for c in fixable)} in the text"
+                " with GSM-7 characters"
+            )
+    return lines
 
 
 # --- watching -------------------------------------------------------------------------------
 
 
-def _status_lines(data: dict[str, Any]) -> list[str]:
+def _status_lines(data: CampaignStatus) -> list[str]:
+    from workers.ledger import CampaignState, Priority, Status
+
     lines = [
-        f"campaign {data['campaign']} {data['name']!r}: {data['state']}"
-        + (f" ({data['reason']})" if data["reason"] else ""),
-        f"  {data['final']}/{data['total']} final, cost {data['cost']}"
-        + (", done" if data["done"] else ""),
+        f"campaign {data.campaign} {data.name!r}: {data.state}"
+        + (f" ({data.reason})" if data.reason else ""),
+        f"  {data.final}/{data.total} final, cost {data.cost}"
+        + (f" of at most {data.max_cost}" if data.max_cost else "")
+        + (", done" if data.done else ""),
     ]
-    lines += [f"  {status:<12} {n}" for status, n in data["counts"].items()]
-    if data.get("waiting_for_window"):
-        lines.append(f"  {data['waiting_for_window']} waiting for their send window")
+    if data.priority and data.priority != Priority.NORMAL:
+        lines.append(f"  priority {data.priority}")
+    lines += [f"  {status:<12} {n}" for status, n in data.counts.items()]
+    if data.state == CampaignState.SCHEDULED and data.send_after:
+        lines.append(f"  starts at {data.send_after} (UTC)")
+    if data.waiting_for_window:
+        opens = f"; the next window opens {data.window_opens} (UTC)"
+        lines.append(
+            f"  {data.waiting_for_window} waiting for their send window"
+            + (opens if data.window_opens else "")
+        )
+    if data.partial_zones:
+        lines.append(
+            f"  {data.partial_zones} go in the window of only some of their zones"
+            " (their zones' windows never overlap; see the report's error column)"
+        )
+    if data.state == CampaignState.CANCELLED and data.counts.get(Status.CANCELLED):
+        lines.append(f"  {data.counts['cancelled']} messages will not be sent (cancelled)")
+    if data.personal_data_removed_at:
+        removed = data.personal_data_removed_at[:10]
+        lines.append(f"  personal data (numbers, texts) removed on {removed}; totals kept")
     return lines
 
 
@@ -239,11 +367,13 @@ def _status_lines(data: dict[str, Any]) -> list[str]:
 @click.option("--watch", is_flag=True, help="Refresh every second until done (Ctrl-C stops).")
 def status(campaign: int | None, as_json: bool, watch: bool) -> None:
     """Per-status counts, cost, state and pause reason (all campaigns without an id)."""
+    from dispatcher.control import service_health
     from dispatcher.reports import all_statuses, campaign_status
+    from workers.ledger import CampaignState
 
     eng = engine()
 
-    def snapshot() -> Any:
+    def snapshot() -> CampaignStatus | list[CampaignStatus]:
         return campaign_status(eng, campaign) if campaign is not None else all_statuses(eng)
 
     if watch and not as_json:
@@ -253,12 +383,17 @@ def status(campaign: int | None, as_json: bool, watch: bool) -> None:
         return
     while True:
         data = snapshot()
+        items = data if isinstance(data, list) else [data]
+        health = service_health(settings())
         if as_json:
-            emit(data)
+            shown = [{**item.as_dict(), "service": health.as_dict()} for item in items]
+            emit(shown if isinstance(data, list) else shown[0])
         else:
-            for item in data if isinstance(data, list) else [data]:
+            for item in items:
                 click.echo("\n".join(_status_lines(item)))
-        finished = all(d["done"] for d in (data if isinstance(data, list) else [data]))
+                if item.state in (CampaignState.RUNNING, CampaignState.PAUSED) and not item.done:
+                    click.echo("\n".join(f"  {line}" for line in health.lines()))
+        finished = all(item.done for item in items)
         if not watch or finished:
             return
         time.sleep(1)
@@ -272,14 +407,13 @@ def campaigns(as_json: bool) -> None:
 
     data = all_statuses(engine())
     if as_json:
-        emit(data)
+        emit([d.as_dict() for d in data])
         return
     if not data:
         click.echo("no campaigns yet")
     for d in data:
         click.echo(
-            f"{d['campaign']:>6}  {d['state']:<10} {d['final']:>8}/{d['total']:<8} "
-            f"cost {d['cost']:<10} {d['name']}"
+            f"{d.campaign:>6}  {d.state:<10} {d.final:>8}/{d.total:<8} cost {d.cost:<10} {d.name}"
         )
 
 
@@ -288,59 +422,54 @@ def campaigns(as_json: bool) -> None:
 @click.option(
     "--out", type=click.Path(path_type=Path), help="Write to this file (default: stdout)."
 )
-def report(campaign: int, out: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
+def report(campaign: int, out: Path | None, force: bool = False) -> None:
     """CSV of every input row of a campaign, with its status."""
-    from dispatcher.reports import write_report
+    from dispatcher.reports import campaign_status, write_report
 
     eng = engine()
+    removed = campaign_status(eng, campaign).personal_data_removed_at
+    if removed:
+        click.echo(
+            f"campaign {campaign}: personal data (numbers, texts) was removed on {removed[:10]}"
+            " under the retention rule; statuses, costs and times are kept",
+            err=True,
+        )
     if out is None:
         write_report(eng, campaign, sys.stdout)
         return
+    if out.exists() and not force:
+        fail(f"{out} exists; --force replaces it")
     tmp = out.with_name(out.name + ".part")
-    with tmp.open("w", encoding="utf-8", newline="") as fh:
-        count = write_report(eng, campaign, fh)
-    tmp.replace(out)  # a report is whole or absent, never half written
+    try:
+        # utf-8-sig: the BOM tells Excel the file is UTF-8 (names with ÅÄÖ come out right).
+        with tmp.open("w", encoding="utf-8-sig", newline="") as fh:
+            count = write_report(eng, campaign, fh)
+        tmp.replace(out)  # a report is whole or absent, never half written
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     click.echo(f"wrote {count} rows to {out}", err=True)
 
 
 # --- campaign control -----------------------------------------------------------------------
 
 
-def _with_redis(action: Callable[[redis.Redis], None]) -> None:
-    s = settings()
-    if broker_alive(s):
-        client = redis.Redis.from_url(s.redis_url)
-        try:
-            action(client)
-        finally:
-            client.close()
-
-
 @main.command()
 @click.argument("campaign", type=int)
 def pause(campaign: int) -> None:
     """Stop sending a campaign; `resume` picks up where it stopped."""
-    from workers import notices, transitions
-
-    eng = engine()
-    transitions.get_campaign(eng, campaign)
-    if not transitions.pause_running(eng, "paused by operator", campaign):
-        state = transitions.get_campaign(eng, campaign).state
-        raise CampaignStateError(f"campaign {campaign} is {state}; only running or scheduled pause")
-    _with_redis(lambda r: notices.halt_campaigns(r, [campaign], "paused by operator"))
+    control.pause_campaign(settings(), engine(), campaign)
     click.echo(f"campaign {campaign} paused")
 
 
 @main.command()
 @click.argument("campaign", type=int)
-def resume(campaign: int) -> None:
+@click.option("--max-cost", help="Raise the campaign's cost cap first, e.g. 400.")
+def resume(campaign: int, max_cost: str | None) -> None:
     """Resume a paused campaign."""
-    from workers import notices, transitions
-
-    s, eng = settings(), engine()
-    state = transitions.resume(eng, campaign)
-    _with_redis(lambda r: notices.unhalt_campaign(r, campaign))
-    note = notify_workers(s, eng, campaign) if state == "running" else "waiting for its start"
+    cap = control.parse_max_cost(max_cost)
+    state, note = control.resume_campaign(settings(), engine(), campaign, max_cost=cap)
     click.echo(f"campaign {campaign} {state}; {note}")
 
 
@@ -348,11 +477,12 @@ def resume(campaign: int) -> None:
 @click.argument("campaign", type=int)
 def cancel(campaign: int) -> None:
     """Cancel a campaign: messages not yet handed to the gateway become cancelled."""
-    from workers import notices, transitions
+    from dispatcher.reports import campaign_status
 
     eng = engine()
-    count = transitions.cancel(eng, campaign)
-    _with_redis(lambda r: notices.halt_campaigns(r, [campaign], "cancelled"))
+    control.cancel_campaign(settings(), eng, campaign)
+    # The number status shows: messages a batch hands back unsent later are counted there too.
+    count = campaign_status(eng, campaign).counts.get("cancelled", 0)
     click.echo(f"campaign {campaign} cancelled; {count} messages will not be sent")
 
 
@@ -365,26 +495,24 @@ def suppress() -> None:
 
 
 def _normalised(numbers: list[str], region: str | None) -> list[str]:
-    from dispatcher.recipients import normalise
-
-    out = []
-    for raw in numbers:
-        mobile, error = normalise(raw, (region or settings().region).upper())
-        if mobile is None:
-            fail(f"{raw!r}: {error}")
-        out.append(mobile)
-    return out
+    return control.normalised_numbers(settings(), numbers, region)
 
 
 @suppress.command("add")
 @click.argument("numbers", nargs=-1, required=True)
 @click.option("--region", help="Region for national numbers.")
-def suppress_add(numbers: tuple[str, ...], region: str | None) -> None:
-    """Add numbers to the opt-out list."""
-    from dispatcher.suppression import add_numbers
+@click.option("--reason", help="Why (kept with the opt-out).")
+def suppress_add(numbers: tuple[str, ...], region: str | None, reason: str | None) -> None:
+    """Add numbers to the opt-out list (their waiting messages are stopped too)."""
+    from dispatcher.suppression import OptOut, add_opt_outs
 
-    added = add_numbers(engine(), _normalised(list(numbers), region))
-    click.echo(f"{added} added to the opt-out list")
+    entries = [OptOut(m, None, reason) for m in _normalised(list(numbers), region)]
+    done = add_opt_outs(engine(), entries, "cli")
+    click.echo(f"{done.added} added to the opt-out list" + _stopped(done.stopped))
+
+
+def _stopped(count: int) -> str:
+    return f"; {count} waiting message(s) will not be sent" if count else ""
 
 
 @suppress.command("import")
@@ -393,20 +521,53 @@ def suppress_add(numbers: tuple[str, ...], region: str | None) -> None:
 @click.option("--column", help="The column that holds the numbers.")
 def suppress_import(file: Path, region: str | None, column: str | None) -> None:
     """Add every valid number of a list file to the opt-out list."""
-    from dispatcher.recipients import RecipientList
-    from dispatcher.suppression import add_numbers
-
-    recipients = RecipientList.open(
-        file, column=column, region=(region or settings().region).upper()
+    done = control.import_opt_outs(settings(), engine(), file, region=region, column=column)
+    click.echo(
+        f"{done.added} added, {done.already} already there, {done.invalid} invalid skipped"
+        + _stopped(done.stopped)
     )
-    valid, invalid = [], 0
-    for row in recipients.rows():
-        if row.mobile:
-            valid.append(row.mobile)
-        else:
-            invalid += 1
-    added = add_numbers(engine(), valid)
-    click.echo(f"{added} added, {len(valid) - added} already there, {invalid} invalid skipped")
+
+
+@suppress.command("import-replies")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--region", help="Region for national numbers.")
+@click.option("--column", help="The column that holds the numbers.")
+@click.option("--text-column", help="The column that holds the reply texts.")
+@click.option("--json", "as_json", is_flag=True)
+def suppress_import_replies(
+    file: Path, region: str | None, column: str | None, text_column: str | None, as_json: bool
+) -> None:
+    """Opt out the numbers whose reply is a stop word (a CSV of number, text, received time)."""
+    from dispatcher.suppression import add_opt_outs, read_replies
+
+    s = settings()
+    read = read_replies(
+        file,
+        region=(region or s.region).upper(),
+        tz=s.tz,
+        column=column,
+        text_column=text_column,
+    )
+    done = add_opt_outs(engine(), read.opt_outs, "reply")
+    if as_json:
+        emit(
+            {
+                "recognised": read.recognised,
+                **done.as_dict(),
+                "invalid": read.invalid,
+                "not_understood": [{"line": n, "text": t} for n, t in read.not_understood],
+            }
+        )
+        return
+    click.echo(
+        f"{read.recognised} stop replies recognised: {done.added} opted out,"
+        f" {done.already} already opted out, {read.invalid} invalid numbers"
+        + _stopped(done.stopped)
+    )
+    if read.not_understood:
+        click.echo(f"{len(read.not_understood)} replies not understood (nothing done):")
+        for line, text in read.not_understood:
+            click.echo(f"  line {line}: {text.strip()!r}")
 
 
 @suppress.command("remove")
@@ -421,12 +582,40 @@ def suppress_remove(numbers: tuple[str, ...], region: str | None) -> None:
 
 
 @suppress.command("list")
-def suppress_list() -> None:
-    """Print the opt-out list, one number a line."""
-    from dispatcher.suppression import list_numbers
+@click.option("--json", "as_json", is_flag=True, help="Each opt-out with when, source, reason.")
+def suppress_list(as_json: bool) -> None:
+    """Print the opt-out list, one number a line (erased numbers are only counted)."""
+    from dispatcher.suppression import list_opt_outs
 
-    for mobile in list_numbers(engine()):
-        click.echo(mobile)
+    entries = list_opt_outs(engine())
+    if as_json:
+        emit(entries)
+        return
+    erased = 0
+    for entry in entries:
+        if entry["erased"]:
+            erased += 1
+        else:
+            click.echo(entry["mobile"])
+    if erased:
+        click.echo(f"{erased} erased number(s), kept opted out by keyed hash", err=True)
+
+
+@main.command()
+@click.argument("number")
+@click.option("--region", help="Region for a national number.")
+@click.option("--json", "as_json", is_flag=True)
+def forget(number: str, region: str | None, as_json: bool) -> None:
+    """Erase a person's number from every message and list we hold; keep it opted out."""
+    from dispatcher.erasure import forget as erase
+
+    done = erase(settings(), engine(), _normalised([number], region)[0])
+    if as_json:
+        emit(done.as_dict())
+        return
+    click.echo("forgot the number:")
+    for line in done.lines():
+        click.echo(f"  {line}")
 
 
 # --- recurring schedules -------------------------------------------------------------------
@@ -446,9 +635,20 @@ def schedule() -> None:
 @click.option("--text")
 @click.option("--text-file", type=click.Path(path_type=Path))
 @click.option("--region", help="Region for national numbers.")
-@click.option("--window", help="Send only between these local times, e.g. 09:00-20:00.")
+@_window_option
 @click.option("--days", help="Send only on these days, e.g. MON-FRI.")
-@click.option("--validity", help="How long to wait for a final report, e.g. 24h.")
+@_validity_option
+@click.option(
+    "--purpose", default="service", show_default=True, help="marketing needs --consent-column."
+)
+@_consent_column_option
+@_priority_option("high", "Lane of its campaigns (reminders go before marketing).")
+@_row_time_options
+@click.option(
+    "--dedupe-column", help="Remind once per value of this column across firings (booking id)."
+)
+@click.option("--max-cost", help="Cost cap of each campaign it makes, e.g. 50.00.")
+@_gsm_safe_option
 @click.option("--json", "as_json", is_flag=True)
 def schedule_add(
     name: str,
@@ -462,16 +662,24 @@ def schedule_add(
     window: str | None,
     days: str | None,
     validity: str | None,
+    purpose: str,
+    consent_column: str | None,
     as_json: bool,
+    priority: str = "high",
+    send_at_column: str | None = None,
+    before: str | None = None,
+    after: str | None = None,
+    date_order: str | None = None,
+    dedupe_column: str | None = None,
+    max_cost: str | None = None,
+    gsm_safe: bool = False,
 ) -> None:
     """Add a recurring schedule; each firing reads the list as it is then."""
-    from dispatcher.schedules import add_schedule
+    from dispatcher.schedules import add_schedule, schedule_options
+    from workers.ledger import Priority
 
     template = _read_text(text, text_file)
-    try:
-        validity_s = _validity(validity)
-    except ValueError as exc:
-        fail(f"--validity: {exc}")
+    validity_s = control.parse_validity(validity)
     data = add_schedule(
         engine(),
         settings(),
@@ -485,6 +693,18 @@ def schedule_add(
         window=window,
         days=days,
         validity=validity_s,
+        purpose=purpose,
+        consent_column=consent_column,
+        priority=control.parse_priority(priority, Priority.HIGH),
+        options=schedule_options(
+            send_at_column=send_at_column,
+            before=before,
+            after=after,
+            date_order=date_order,
+            dedupe_column=dedupe_column,
+            max_cost=control.parse_max_cost(max_cost),
+            gsm_safe=gsm_safe,
+        ),
     )
     if as_json:
         emit(data)
@@ -545,15 +765,14 @@ def schedule_remove(name: str) -> None:
 @click.argument("name")
 def schedule_run(name: str) -> None:
     """Fire a schedule once now."""
-    from dispatcher.schedules import fire_now
-
-    s, eng = settings(), engine()
-    fired = fire_now(s, eng, name)
-    if fired.error or fired.summary is None or fired.summary.campaign is None:
-        fail(f"schedule {name!r} did not fire: {fired.error}", EXIT_FAILED)
-    summary = fired.summary
-    note = notify_workers(s, eng, summary.campaign) if summary.state == "running" else ""
-    click.echo(f"campaign {summary.campaign} {summary.state}, {summary.total} rows; {note}")
+    try:
+        started = control.run_schedule(settings(), engine(), name)
+    except control.FireFailed as exc:
+        fail(str(exc), EXIT_FAILED)
+    summary = started.summary
+    click.echo(
+        f"campaign {summary.campaign} {summary.state}, {summary.total} rows; {started.note or ''}"
+    )
 
 
 # --- the database ---------------------------------------------------------------------------
@@ -569,7 +788,7 @@ def db_upgrade() -> None:
     """Apply pending migrations."""
     s = settings()
     if s.sqlalchemy_url.startswith("sqlite"):
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(s.data_dir)
     upgrade(s.sqlalchemy_url)
     click.echo("the ledger schema is up to date")
 
@@ -579,14 +798,96 @@ def db_upgrade() -> None:
 
 @main.command()
 @click.option("--concurrency", default=2, show_default=True, help="Worker processes.")
-def run(concurrency: int) -> None:
-    """Run the embedded Redis, a worker and beat until Ctrl-C or SIGTERM."""
+@click.option("--no-api", is_flag=True, help="Leave out the HTTP API and dashboard.")
+@click.option("--host", help="Address of the API and dashboard (default: setting api_host).")
+@click.option("--port", type=int, help="Port of the API and dashboard (default: api_port).")
+def run(concurrency: int, no_api: bool, host: str | None, port: int | None) -> None:
+    """Run the embedded Redis, a worker, beat and the API until Ctrl-C or SIGTERM."""
+    from dispatcher.api.server import url
     from dispatcher.supervisor import supervise
 
     s = settings()
+    s.require_gateway()
+    engine()  # a data dir or ledger we cannot use: one line, before anything starts
     where = "embedded Redis" if s.embedded else "the broker at SMS_BROKER_URL"
-    click.echo(f"sms-dispatch: worker and beat on {where}; Ctrl-C stops everything", err=True)
-    sys.exit(supervise(s, concurrency=concurrency))
+    api = None if no_api else (host or s.api_host, s.api_port if port is None else port)
+    parts = "worker and beat" if api is None else "worker, beat and the API"
+    click.echo(f"sms-dispatch: {parts} on {where}; Ctrl-C stops everything", err=True)
+    if api is not None:
+        _port_free(*api)
+        click.echo(f"sms-dispatch: dashboard and API on {url(*api)}", err=True)
+    sys.exit(supervise(s, concurrency=concurrency, api=api))
+
+
+def _port_free(host: str, port: int) -> None:
+    """One clear line now, rather than an API child that dies and stops the whole group."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            fail(f"cannot serve the API on {host}:{port} ({exc.strerror}); use --port or --no-api")
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (default: setting api_host, 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default: setting api_port, 8000).")
+def serve(host: str | None, port: int | None) -> None:
+    """Serve the HTTP API (/v1, /docs) and the dashboard."""
+    from dispatcher.api.server import serve as serve_api
+
+    s = settings()
+    sys.exit(serve_api(s, host or s.api_host, s.api_port if port is None else port))
+
+
+# --- API tokens -----------------------------------------------------------------------------
+
+
+@main.group()
+def token() -> None:
+    """Tokens for the HTTP API and the dashboard."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--read-only", is_flag=True, help="May read, but not send, pause or change.")
+def token_create(name: str, read_only: bool) -> None:
+    """Make a token and print it (once: only its hash is kept)."""
+    from dispatcher.tokens import create_token
+
+    click.echo(create_token(engine(), name, read_only=read_only))
+    click.echo(
+        f"token {name!r} created{' (read-only)' if read_only else ''}; it is shown only now",
+        err=True,
+    )
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def token_list(as_json: bool) -> None:
+    """Every token's name and access (never the token itself)."""
+    from dispatcher.tokens import list_tokens
+
+    data = list_tokens(engine())
+    if as_json:
+        emit(data)
+        return
+    if not data:
+        click.echo("no tokens; make one with: sms-dispatch token create NAME")
+    for d in data:
+        access = "read-only" if d["read_only"] else "read-write"
+        click.echo(f"{d['name']:<24} {access:<10} created {d['created_at']}")
+
+
+@token.command("revoke")
+@click.argument("name")
+def token_revoke(name: str) -> None:
+    """Remove a token; requests and dashboard sessions using it stop at once."""
+    from dispatcher.tokens import revoke_token
+
+    revoke_token(engine(), name)
+    click.echo(f"token {name!r} revoked")
 
 
 @main.command()
@@ -631,12 +932,31 @@ def _client() -> Any:
 @click.option("--sender", required=True)
 @click.option("--ref", help="Your ref (default: a new one).")
 @click.option("--json", "as_json", is_flag=True)
-def gateway_send(mobile: str, text: str, sender: str, ref: str | None, as_json: bool) -> None:
+@click.option("--force", is_flag=True, help="Send even to a number on the opt-out list.")
+@click.option("--allow-landlines", is_flag=True, help="Send to a number that is not a mobile.")
+def gateway_send(
+    mobile: str,
+    text: str,
+    sender: str,
+    ref: str | None,
+    as_json: bool,
+    force: bool = False,
+    allow_landlines: bool = False,
+) -> None:
     """Send one SMS and print the gateway's answer."""
     from dispatcher.campaigns import new_refs
-    from dispatcher.texts import check_sender
+    from dispatcher.numbers import normalise
+    from dispatcher.suppression import load_suppressed
+    from dispatcher.texts import check_sender, check_text
 
-    number = _normalised([mobile], None)[0]
+    s = settings()
+    number, error = normalise(mobile, s.region.upper(), landlines=allow_landlines)
+    if number is None:
+        fail(f"{mobile!r}: {error}")
+    check_text(text, s.max_parts)  # an empty or overlong text never reaches the gateway
+    ledger = _existing_ledger(s)
+    if not force and ledger is not None and number in load_suppressed(ledger, s):
+        fail(f"{mobile!r} is on the opt-out list; --force sends to it anyway")
     ref = ref or new_refs(1)[0]
     with _client() as client:
         result = client.send(number, check_sender(sender), text, ref)
@@ -656,7 +976,7 @@ def gateway_report(mobile: str, ref: str, as_json: bool) -> None:
     """Look up one delivery report."""
     from workers.gateway import GatewayError
     from workers.ledger import Status
-    from workers.tracking import status_for
+    from workers.lifecycle import status_for
 
     number = _normalised([mobile], None)[0]
     with _client() as client:
@@ -678,3 +998,89 @@ def gateway_report(mobile: str, ref: str, as_json: bool) -> None:
         click.echo(" ".join(f"{k}={v}" for k, v in data.items() if v is not None))
     if rep.state.value == "notfound":
         fail("the gateway has no such message (wrong number or ref)", EXIT_FAILED)
+
+
+# --- observation: metrics and webhooks (issue 12) -------------------------------------------
+
+
+@main.command()
+@click.option("--port", type=int, help="Port to serve /metrics on (default: SMS_METRICS_PORT).")
+@click.option("--bind", "addr", default="0.0.0.0", show_default=True, help="Address to bind.")
+def metrics(port: int | None, addr: str) -> None:
+    """Serve Prometheus metrics (ledger counts, gateway counters) until Ctrl-C."""
+    from workers.metrics import serve
+
+    s = settings()
+    engine()  # the schema check, as one line, before anything listens
+    port = port or s.metrics_port
+    try:
+        server = serve(s, port, addr)
+    except OSError as exc:
+        fail(f"cannot listen on {addr}:{port}: {exc.strerror or exc}", EXIT_FAILED)
+    click.echo(f"sms-dispatch: metrics on http://{addr}:{port}/metrics; Ctrl-C stops", err=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.shutdown()
+
+
+@main.group()
+def webhooks() -> None:
+    """Webhook deliveries: what is waiting, what failed, and sending events again."""
+
+
+@webhooks.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def webhooks_status(as_json: bool) -> None:
+    """Per receiver: events pending, failing, delivered, failed, and the last error."""
+    from workers.webhooks import status as webhook_status
+
+    data = webhook_status(engine(), settings())
+    if as_json:
+        emit(data)
+        return
+    if not data:
+        click.echo("no webhook events yet")
+    for d in data:
+        click.echo(
+            f"{d['url'] or '(no URL configured)'}: {d['pending']} pending "
+            f"({d['failing']} failing), {d['delivered']} delivered, {d['failed']} failed, "
+            f"{d['skipped']} skipped"
+        )
+        if d["pending"]:
+            click.echo(f"  oldest pending {d['oldest_pending']}, next attempt {d['next_attempt']}")
+        if d["last_error"]:
+            click.echo(f"  last error: {d['last_error']}")
+
+
+@webhooks.command("replay")
+@click.option("--campaign", type=int, help="Every event of this campaign.")
+@click.option("--since", help="Every event since this time (ISO 8601; see --tz).")
+@click.option("--tz", help="Time zone for --since without an offset (default: setting).")
+def webhooks_replay(campaign: int | None, since: str | None, tz: str | None) -> None:
+    """Deliver events again (same webhook-id, so receivers can drop the ones they have)."""
+    from datetime import UTC, datetime
+
+    from workers.wallclock import zone
+    from workers.webhooks import replay
+
+    if (campaign is None) == (since is None):
+        fail("give --campaign ID or --since TIME (one of them)")
+    s = settings()
+    eng = engine()
+    if campaign is not None:
+        from workers import ledger_reads
+
+        ledger_reads.get_campaign(eng, campaign)
+    when = None
+    if since:
+        try:
+            when = datetime.fromisoformat(since.strip())
+        except ValueError:
+            fail(f"--since {since!r} is not an ISO 8601 time (2026-12-01T09:00)")
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=zone(tz or s.tz))
+        when = when.astimezone(UTC)
+    count = replay(eng, campaign_id=campaign, since=when)
+    click.echo(f"{count} events will be delivered again")

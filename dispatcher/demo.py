@@ -91,6 +91,15 @@ def write_sample_list(path: Path, size: int, seed: int = 7) -> list[str]:
     return [rows[20]["mobile"], rows[21]["mobile"]]
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _wait_http(url: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -105,20 +114,22 @@ def _wait_http(url: str, timeout: float = 10.0) -> None:
 def run_demo(*, size: int = 300, keep: bool = False) -> int:
     """Run the demo; returns the exit status."""
     from dispatcher.campaigns import LoadRequest, load_campaign
-    from dispatcher.cli import notify_workers
+    from dispatcher.control import notify_workers
     from dispatcher.embedded import broker_alive
+    from dispatcher.numbers import normalise
     from dispatcher.progress import watch_campaigns
-    from dispatcher.recipients import normalise
-    from dispatcher.reports import campaign_status
+    from dispatcher.reports import CampaignStatus, campaign_status
     from dispatcher.supervisor import running_group
     from dispatcher.suppression import add_numbers
-    from workers import transitions
-    from workers.database import ensure_schema
+    from dispatcher.tokens import create_token
+    from workers import campaign_moves
+    from workers.database import ensure_schema, private_dir
 
     console = Console(stderr=True)
     base = get_settings().data_dir.resolve() / "demo"
     shutil.rmtree(base, ignore_errors=True)
-    base.mkdir(parents=True)
+    private_dir(base.parent)  # numbers and texts live here: the owner's alone
+    private_dir(base)
     port = free_port()
     env = dict(DEMO_ENV, SMS_DATA_DIR=str(base), SMS_GATEWAY_URL=f"http://127.0.0.1:{port}")
     os.environ.update(env)
@@ -146,11 +157,16 @@ def run_demo(*, size: int = 300, keep: bool = False) -> int:
     try:
         _wait_http(f"http://127.0.0.1:{port}/_sim/stats")
         console.print(f"simulator on 127.0.0.1:{port}; logs in {base / 'demo.log'}")
-        with running_group(settings, log=log) as group:
+        api_port = settings.api_port if _port_free(settings.api_port) else free_port()
+        with running_group(settings, log=log, api=("127.0.0.1", api_port)) as group:
             deadline = time.monotonic() + 20
             while not broker_alive(settings) and time.monotonic() < deadline:
                 time.sleep(0.1)
             eng = ensure_schema(settings)
+            token = create_token(eng, "demo")
+            console.print(
+                f"dashboard: http://127.0.0.1:{api_port}/campaigns  (sign in with {token})"
+            )
             sample = base / "sample-list.csv"
             opted_out = write_sample_list(sample, size)
             add_numbers(eng, [m for m in (normalise(n, "SE")[0] for n in opted_out) if m])
@@ -166,9 +182,9 @@ def run_demo(*, size: int = 300, keep: bool = False) -> int:
             notify_workers(settings, eng, cid)
             started = time.monotonic()
 
-            def snapshot() -> dict:
+            def snapshot() -> CampaignStatus:
                 # Completing here (beat does it too) lets the last frame say "completed".
-                transitions.complete_finished(eng)
+                campaign_moves.complete_finished(eng)
                 return campaign_status(eng, cid)
 
             final = watch_campaigns(
@@ -176,16 +192,19 @@ def run_demo(*, size: int = 300, keep: bool = False) -> int:
                 stop=lambda: group.dead() is not None or time.monotonic() - started > DEMO_TIMEOUT,
             )
             stats = requests.get(f"http://127.0.0.1:{port}/_sim/stats", timeout=5).json()
+            died = group.dead()
+            if died:
+                console.print(f"the demo stopped early: {died} (see {base / 'demo.log'})")
         elapsed = time.monotonic() - started
         console.print(
-            f"\n{final['final']}/{final['total']} final in {elapsed:.1f}s, cost {final['cost']}; "
+            f"\n{final.final}/{final.total} final in {elapsed:.1f}s, cost {final.cost}; "
             f"the gateway accepted {stats['unique']} messages, sent twice: {stats['duplicates']}"
         )
         if keep:
             console.print(f"full report: SMS_DATA_DIR={base} sms-dispatch report {cid}")
         else:
             console.print("(run `sms-dispatch demo --keep` to keep its ledger for `report`)")
-        return 0 if final["done"] else 1
+        return 0 if final.done else 1
     finally:
         sim.terminate()
         sim.wait(10)

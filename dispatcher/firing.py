@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 
 from dispatcher.schedules import fire_due
-from workers import notices, transitions
 from workers.celery_app import app
+from workers.feeding import feed_campaign
+from workers.ledger import CampaignState
 from workers.runtime import get_runtime
 
 log = logging.getLogger("sms.schedules")
@@ -27,12 +28,8 @@ def fire_schedules() -> dict[str, int]:
             log.warning("schedule %s did not fire: %s", item.schedule, item.error)
             continue
         summary = item.summary
-        if summary is not None and summary.campaign is not None and summary.state == "running":
-            batches = transitions.due_batches(
-                rt.engine, summary.campaign, limit=rt.settings.notices_ahead
-            )
-            notices.issue_batches(
-                app, rt.redis, summary.campaign, batches, rt.settings.notice_lease
-            )
+        running = summary is not None and summary.state == CampaignState.RUNNING
+        if summary is not None and summary.campaign is not None and running:
+            feed_campaign(app, rt.redis, rt.engine, rt.settings, summary.campaign)
             started += 1
     return {"fired": len(fired), "started": started}

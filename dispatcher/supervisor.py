@@ -6,40 +6,45 @@ the group: each also gets SIGTERM from the kernel if the supervisor itself is ki
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from config import Settings
-from dispatcher.embedded import start_redis, stop_redis
-from workers.database import ensure_schema
+from dispatcher.embedded import (
+    clear_run_record,
+    die_with_parent,
+    start_redis,
+    stop_redis,
+    write_run_record,
+)
+from workers.database import ensure_schema, private_dir
+from workers.notices import LANE_QUEUES, QUEUES, SEND_QUEUES, TICK_QUEUE, TRACK_QUEUE
 
 STOP_GRACE = 20.0
-PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux: the supervisor's own signal handling still stops children
-        pass
-
-
-def worker_command(concurrency: int = 2) -> list[str]:
+def worker_command(
+    concurrency: int = 2, queues: Sequence[str] = QUEUES, name: str = "sms"
+) -> list[str]:
+    """A Celery worker consuming `queues` (all of them unless told otherwise)."""
     return [
         sys.executable, "-m", "celery", "-A", "workers", "worker",
-        "--loglevel=INFO", f"--concurrency={concurrency}", "--hostname=sms@%h",
-        "--without-mingle", "--without-gossip",
+        "--loglevel=INFO", f"--concurrency={concurrency}", f"--hostname={name}@%h",
+        f"--queues={','.join(queues)}", "--without-mingle", "--without-gossip",
     ]  # fmt: skip
+
+
+def webhook_worker_command(concurrency: int = 4) -> list[str]:
+    """A worker of threads for webhook deliveries alone (they mostly wait on receivers)."""
+    return [*worker_command(concurrency, ["sms.webhooks"], "webhooks"), "--pool=threads"]
 
 
 def beat_command(data_dir: Path) -> list[str]:
@@ -47,6 +52,24 @@ def beat_command(data_dir: Path) -> list[str]:
         sys.executable, "-m", "celery", "-A", "workers", "beat",
         "--loglevel=INFO", f"--schedule={data_dir / 'beat-schedule'}",
     ]  # fmt: skip
+
+
+def group_commands(data_dir: Path, concurrency: int = 2) -> dict[str, list[str]]:
+    """The workers and beat of `run`, by name (the end-to-end tests start the same set)."""
+    return {
+        # Senders apart from look-ups and ticks: a backlog of either never starves the other.
+        "worker": worker_command(concurrency, SEND_QUEUES, "send"),
+        # The high lane's own process: a reminder batch never waits for a marketing batch to
+        # end before it starts (the rate itself is shared by lane in the limiter).
+        "high": worker_command(1, [LANE_QUEUES["high"]], "high"),
+        "tracker": worker_command(2, [TRACK_QUEUE, TICK_QUEUE], "track"),
+        "beat": beat_command(data_dir),
+        "webhooks": webhook_worker_command(),  # slow receivers wait here only
+    }
+
+
+def api_command(host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "dispatcher", "serve", "--host", host, "--port", str(port)]
 
 
 @dataclass
@@ -66,7 +89,8 @@ class Group:
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT if self.log else None,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
+            umask=0o077,  # beat's schedule file and the like: the owner's alone
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops the rest
         )
 
@@ -107,20 +131,29 @@ def running_group(
     extra_env: dict[str, str] | None = None,
     log: IO[Any] | None = None,
     concurrency: int = 2,
+    api: tuple[str, int] | None = None,
 ) -> Any:
-    """Start Redis (embedded mode), a worker and beat; stop them all on leaving."""
-    data_dir = settings.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """Start Redis (embedded mode), a worker, beat and (given `api`, a host and port) the
+    HTTP API; stop them all on leaving."""
+    data_dir = private_dir(settings.data_dir.resolve())
     ensure_schema(settings)
     group = Group(settings, child_env(settings, extra_env), log=log)
     try:
         if settings.embedded:
             group.redis = start_redis(settings)
-        group.spawn("worker", worker_command(concurrency))
-        group.spawn("beat", beat_command(data_dir))
+        for name, args in group_commands(data_dir, concurrency).items():
+            group.spawn(name, args)
+        if api is not None:
+            group.spawn("api", api_command(*api))
+        # Who owns the data dir: a later `run` or `send` tells a live group from a dead one.
+        pids = {name: proc.pid for name, proc in group.children.items()}
+        if group.redis is not None:
+            pids["redis"] = group.redis.pid
+        write_run_record(settings, pids)
         yield group
     finally:
         group.stop()
+        clear_run_record(settings)
 
 
 class _Stop(Exception):
@@ -139,11 +172,14 @@ def supervise(
     until: Callable[[], bool] | None = None,
     tick: Callable[[], None] | None = None,
     concurrency: int = 2,
+    api: tuple[str, int] | None = None,
 ) -> int:
     """Run the group until a signal, a child's death, or `until()` turns true."""
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
-        with running_group(settings, extra_env=extra_env, log=log, concurrency=concurrency) as g:
+        with running_group(
+            settings, extra_env=extra_env, log=log, concurrency=concurrency, api=api
+        ) as g:
             while True:
                 problem = g.dead()
                 if problem:

@@ -5,34 +5,28 @@ Every error is a `TextError` whose message is one line a user can act on.
 
 from __future__ import annotations
 
+import re
 import string
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 
-GSM_7 = "GSM-7"
-UCS_2 = "UCS-2"
-
-# GSM 03.38 basic character set, in table order (0x1B is the escape to the extension table).
-GSM_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-# Extension table: each is sent as escape + character, so it costs two septets.
-GSM_EXTENSION = frozenset("^{}\\[~]|€\x0c")
-_GSM = GSM_BASIC | GSM_EXTENSION
-# ASCII is most texts: these are the ASCII characters GSM-7 has, and its two-septet ones.
-_ASCII_GSM_BYTES = "".join(sorted(c for c in _GSM if c.isascii())).encode("ascii")
-_ASCII_EXTENSION_BYTES = "".join(sorted(c for c in GSM_EXTENSION if c.isascii())).encode("ascii")
-
-GSM_SINGLE, GSM_PART = 160, 153  # a concatenated part loses 7 septets to its header
-UCS_SINGLE, UCS_PART = 70, 67  # and 3 UTF-16 units
+# The segment counter is shared with the simulator, which bills with it: see smsparts.
+from config import UserError
+from smsparts import _ASCII_GSM_BYTES, _GSM, Segments, count_segments
+from smsparts import GSM_7 as GSM_7
+from smsparts import GSM_BASIC as GSM_BASIC
+from smsparts import GSM_EXTENSION as GSM_EXTENSION
+from smsparts import GSM_PART as GSM_PART
+from smsparts import GSM_SINGLE as GSM_SINGLE
+from smsparts import UCS_2 as UCS_2
+from smsparts import UCS_PART as UCS_PART
+from smsparts import UCS_SINGLE as UCS_SINGLE
 
 SENDER_NAME_MAX = 11
 SENDER_DIGITS_MAX = 15
 _ASCII_ALNUM = frozenset(string.ascii_letters + string.digits)
 
 
-class TextError(ValueError):
+class TextError(UserError, ValueError):
     """A text, template or sender that cannot be sent; the message is one line for the user."""
 
 
@@ -174,76 +168,59 @@ def _lookup_ignoring_case(row: Mapping[str, str], key: str) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-@dataclass(frozen=True, slots=True)
-class Segments:
-    """How a text goes over the air: its encoding, its size in that encoding, its SMS parts."""
-
-    encoding: str  # GSM_7 or UCS_2
-    units: int  # septets for GSM-7, UTF-16 code units for UCS-2
-    parts: int
+# One C-level scan answers "is any character outside GSM-7?" without building a set per text.
+_NOT_GSM = re.compile("[^" + "".join(re.escape(c) for c in sorted(_GSM)) + "]")
 
 
-def count_segments(text: str) -> Segments:
-    """Encoding, size and number of SMS parts of `text` (an empty text is 0 parts)."""
-    if not text:
-        return _segments(GSM_7, 0)
+def has_ucs2(text: str) -> bool:
+    """Whether `text` has a character GSM-7 lacks (`ucs2_characters(text)` is not empty)."""
+    return _NOT_GSM.search(text) is not None
+
+
+def ucs2_characters(text: str) -> set[str]:
+    """The characters of `text` that GSM-7 lacks: any one of them makes the text UCS-2."""
     if text.isascii():
-        # Most texts: bytes.translate does the character checks in C.
-        data = text.encode("ascii")
-        if data.translate(None, _ASCII_GSM_BYTES):
-            return _segments(UCS_2, len(text))  # a backtick or a control character
-        plain = data.translate(None, _ASCII_EXTENSION_BYTES)
-        units = 2 * len(data) - len(plain)
-        if len(plain) == len(data) or units <= GSM_SINGLE:
-            return _segments(GSM_7, units)
-        return _segments(GSM_7, units, _pack(text, GSM_EXTENSION.__contains__, GSM_PART))
-    chars = set(text)
-    if chars <= _GSM:
-        extension = GSM_EXTENSION & chars
-        units = len(text) + sum(map(text.count, extension))
-        if not extension or units <= GSM_SINGLE:
-            return _segments(GSM_7, units)
-        # An escape and its character must stay in one part, so pack greedily.
-        return _segments(GSM_7, units, _pack(text, GSM_EXTENSION.__contains__, GSM_PART))
-    units = len(text.encode("utf-16-le", "surrogatepass")) // 2
-    if units == len(text) or units <= UCS_SINGLE:
-        return _segments(UCS_2, units)
-    # A surrogate pair (emoji and other characters outside the BMP) must not be split.
-    return _segments(UCS_2, units, _pack(text, _is_astral, UCS_PART))
+        return set(text.encode("ascii").translate(None, _ASCII_GSM_BYTES).decode("ascii"))
+    return set(text) - _GSM
 
 
-_SEGMENTS: dict[tuple[str, int, int], Segments] = {}
+# `--gsm-safe`: typographic characters word processors and phones put in texts, each with the
+# GSM-7 character a reader takes it for. One of them turns a whole text UCS-2 (70 characters
+# a part instead of 160), so a 150-character text costs two or three parts instead of one.
+GSM_SAFE = {
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",  # ‘ ’ ‚ ‛ ′
+    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',  # “ ” „ ‟ ″
+    "\u00ab": '"', "\u00bb": '"',  # « »
+    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-",  # dashes
+    "\u2015": "-", "\u2212": "-",  # horizontal bar, minus sign
+    "\u2026": "...",  # …
+    "\u00a0": " ", "\u202f": " ", "\u2007": " ", "\u2009": " ", "\u200a": " ",  # no-break,
+    "\u2002": " ", "\u2003": " ", "\u2004": " ", "\u2005": " ", "\u2006": " ",  # thin, en
+    "\u2008": " ", "\u205f": " ", "\u3000": " ",  # and other spaces
+    "\u00ad": "", "\u200b": "", "\u2060": "", "\ufeff": "",  # invisible: soft hyphen, zero width
+}  # fmt: skip
+_GSM_SAFE_TABLE = str.maketrans(GSM_SAFE)
+# What a character GSM-7 lacks and GSM_SAFE does not know would weigh without it (one septet).
+_STAND_IN = "?"
 
 
-def _segments(encoding: str, units: int, parts: int = 0) -> Segments:
-    """Segments for `units`, parts by plain division unless given; instances are shared."""
-    if not parts and units:
-        single, part = (GSM_SINGLE, GSM_PART) if encoding == GSM_7 else (UCS_SINGLE, UCS_PART)
-        parts = 1 if units <= single else -(-units // part)
-    key = (encoding, units, parts)
-    found = _SEGMENTS.get(key)
-    if found is None:
-        found = Segments(encoding, units, parts)
-        if len(_SEGMENTS) < 10_000:  # frozen dataclasses are slow to build; texts repeat
-            _SEGMENTS[key] = found
-    return found
+def gsm_safe(text: str) -> tuple[str, int]:
+    """`text` with GSM_SAFE's characters replaced, and how many characters were replaced."""
+    if text.isascii():
+        return text, 0
+    replaced = sum(text.count(char) for char in set(text) if char in GSM_SAFE)
+    return (text.translate(_GSM_SAFE_TABLE), replaced) if replaced else (text, 0)
 
 
-def _is_astral(char: str) -> bool:
-    return char > "\uffff"
-
-
-def _pack(text: str, is_double: Callable[[str], bool], capacity: int) -> int:
-    """Parts needed when characters of width 2 (`is_double`) may not straddle two parts."""
-    parts, used = 1, 0
-    for char in text:
-        width = 2 if is_double(char) else 1
-        if used + width > capacity:
-            parts += 1
-            used = width
-        else:
-            used += width
-    return parts
+def gsm7_parts(text: str) -> int:
+    """The parts `text` would take in GSM-7: its UCS-2-forcing characters replaced as
+    `--gsm-safe` does, or each counted as one septet when GSM-7 has nothing like it."""
+    missing = ucs2_characters(text)
+    if not missing:
+        return count_segments(text).parts
+    cleaned = gsm_safe(text)[0]
+    cleaned = "".join(c if c in _GSM else _STAND_IN for c in cleaned)
+    return count_segments(cleaned).parts
 
 
 def check_text(text: str, max_parts: int) -> Segments:

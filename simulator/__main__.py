@@ -74,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="fixed outcome for one number (repeatable)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for outcomes and faults")
-    p.add_argument("--access-log", action="store_true", help="log every request (API key masked)")
+    p.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request (key, numbers and texts masked)",
+    )
     return p
 
 

@@ -159,9 +159,14 @@ class SimulatorConfig:
         for name in fields:
             setattr(self, name, getattr(candidate, name))
 
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready view: money as strings, the rest as plain JSON types."""
+    def to_json(self, *, with_key: bool = True) -> dict[str, Any]:
+        """JSON-ready view: money as strings, the rest as plain JSON types.
+
+        Over HTTP the key is always left out (`with_key=False`): it is the gateway's secret.
+        """
         data = dataclasses.asdict(self)
+        if not with_key:
+            data["key"] = "***"
         data["credit"] = None if self.credit is None else str(self.credit)
         data["price"] = str(self.price)
         return data

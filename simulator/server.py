@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import hmac
 import json
@@ -40,10 +41,15 @@ _HEADERS = {"Content-Type": "text/html; charset=UTF-8"}
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _CENT = Decimal("0.01")
 _MOBILE = re.compile(r"[0-9]{7,15}")
-_KEY_IN_QUERY = re.compile(r"(?i)(?<=[?&])key=[^&]*")
+# The key is a secret; numbers and texts are personal data. GET requests carry all of them in
+# the query string, so the access log masks each.
+_PRIVATE_IN_QUERY = re.compile(r"(?i)(?<=[?&])(key|mobile|full_number|msgtext)=[^&]*")
+# The control API (/_sim/*) takes the gateway's own key, in this header or as ?key=.
+CONTROL_KEY_HEADER = "X-Sim-Key"
 _MAX_DUPLICATE_REFS = 100
 _MAX_TIMES_KEPT = 20  # per message, so resending one ref in a loop does not grow without bound
 _MAX_SECONDS_KEPT = 3600  # per_second history, so a long soak does not grow without bound
+_MAX_POLLED_REFS = 1_000_000  # refs whose look-ups are counted; later ones count in polls only
 _REPLY_NAMES = ("200", "400", "405", "406", "407", "503", "late", "drop")
 
 _FAILURE_TEXT = {
@@ -105,13 +111,26 @@ def _dlr_processed(status: str, error: str, cost: str) -> bytes:
     )
 
 
+def _same_key(given: str, key: str) -> bool:
+    """Constant-time key check that takes a header's bytes as UTF-8 or as Latin-1.
+
+    HTTP header values are Latin-1 by tradition: a client may send a key with a non-ASCII
+    letter either way, and the server must neither crash on it nor refuse it.
+    """
+    raw = given.encode("utf-8", "surrogateescape")
+    accepted = [key.encode("utf-8")]
+    with contextlib.suppress(UnicodeEncodeError):
+        accepted.append(key.encode("latin-1"))
+    return any(hmac.compare_digest(raw, candidate) for candidate in accepted)
+
+
 def mask_key(text: str) -> str:
-    """Hide the API key in a logged URL or query string."""
-    return _KEY_IN_QUERY.sub("key=***", text)
+    """Hide the API key, numbers and texts in a logged URL or query string."""
+    return _PRIVATE_IN_QUERY.sub(lambda match: f"{match.group(1).lower()}=***", text)
 
 
 class MaskedAccessLogger(AbstractAccessLogger):
-    """Access log line without the API key (the key sits in the query string of GETs)."""
+    """Access log line without the key, numbers or texts (GETs carry them in the query)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
@@ -184,7 +203,11 @@ class SimulatorState:
         self.duplicate_refs: list[str] = []
         self.per_second: dict[int, int] = {}
         self.max_per_second = 0
+        # Every send_sms.php request per second, whatever the answer: the rate a client used.
+        self.requests_per_second: dict[int, int] = {}
         self.polls = 0
+        self.polls_by_ref: dict[str, int] = {}
+        self.max_polls_per_ref = 0
         self.dlr_5xx = 0
         self.cost = Decimal("0.00")
         self.outcomes = dict.fromkeys(OUTCOMES, 0)
@@ -207,7 +230,11 @@ class SimulatorState:
             "duplicate_refs": list(self.duplicate_refs),
             "per_second": {str(sec): n for sec, n in self.per_second.items()},
             "max_per_second": self.max_per_second,
+            "requests_per_second": {str(sec): n for sec, n in self.requests_per_second.items()},
             "polls": self.polls,
+            # A client that floods dlr.php for a few refs shows here, not in the total.
+            "polled_refs": len(self.polls_by_ref),
+            "max_polls_per_ref": self.max_polls_per_ref,
             "dlr_5xx": self.dlr_5xx,
             "credit": None if credit is None else str(credit),
             "cost": str(self.cost),
@@ -283,6 +310,15 @@ class SimulatorState:
         )
         self.by_ref.setdefault(ref, []).append(mobile)
 
+    def _count_poll(self, ref: str) -> None:
+        count = self.polls_by_ref.get(ref)
+        if count is None and len(self.polls_by_ref) >= _MAX_POLLED_REFS:
+            return
+        count = (count or 0) + 1
+        self.polls_by_ref[ref] = count
+        if count > self.max_polls_per_ref:
+            self.max_polls_per_ref = count
+
     # ----- HTTP --------------------------------------------------------------------------------
 
     async def _delay(self) -> None:
@@ -296,6 +332,12 @@ class SimulatorState:
 
     async def handle_send(self, request: web.Request) -> web.StreamResponse:
         self.attempts += 1
+        second = int(time.time())
+        if second not in self.requests_per_second and (
+            len(self.requests_per_second) >= _MAX_SECONDS_KEPT
+        ):
+            del self.requests_per_second[next(iter(self.requests_per_second))]
+        self.requests_per_second[second] = self.requests_per_second.get(second, 0) + 1
         params = await _params(request)
         as_json = params.get("response", "").strip().lower() == "json"
         await self._delay()
@@ -347,6 +389,7 @@ class SimulatorState:
     async def handle_dlr(self, request: web.Request) -> web.StreamResponse:
         self.polls += 1
         params = await _params(request)
+        self._count_poll(params.get("ref", "").strip())
         await self._delay()
         cfg = self.config
         if cfg.error_5xx and self.fault_rng.random() < cfg.error_5xx:
@@ -371,14 +414,30 @@ class SimulatorState:
         return web.Response(body=body, headers=_HEADERS)
 
     # ----- control API -------------------------------------------------------------------------
+    # /_sim/stats holds counts and refs only, so it stays open (benchmarks and tests poll it).
+    # Everything else reads or changes what clients send (numbers, texts, the key, faults) and
+    # needs the key, like the gateway API itself.
+
+    def _refuse(self, request: web.Request) -> web.Response | None:
+        given = request.headers.get(CONTROL_KEY_HEADER) or request.query.get("key", "")
+        if given and _same_key(given, self.config.key):
+            return None
+        return web.json_response(
+            {"error": f"the control API needs the key (header {CONTROL_KEY_HEADER} or ?key=)"},
+            status=401,
+        )
 
     async def handle_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
 
     async def handle_get_config(self, request: web.Request) -> web.Response:
-        return web.json_response(self.config.to_json())
+        if (refused := self._refuse(request)) is not None:
+            return refused
+        return web.json_response(self.config.to_json(with_key=False))
 
     async def handle_config(self, request: web.Request) -> web.Response:
+        if (refused := self._refuse(request)) is not None:
+            return refused
         try:
             fields = await request.json()
         except ValueError:
@@ -386,15 +445,20 @@ class SimulatorState:
         if not isinstance(fields, dict):
             return web.json_response({"error": "body must be a JSON object"}, status=400)
         try:
-            return web.json_response(self.configure(fields))
+            self.configure(fields)
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.config.to_json(with_key=False))
 
     async def handle_reset(self, request: web.Request) -> web.Response:
+        if (refused := self._refuse(request)) is not None:
+            return refused
         self.reset()
         return web.json_response({"reset": True})
 
     async def handle_messages(self, request: web.Request) -> web.Response:
+        if (refused := self._refuse(request)) is not None:
+            return refused
         ref = request.match_info["ref"]
         return web.json_response({"ref": ref, "messages": self.messages_for(ref)})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,9 +14,16 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from dispatcher.supervisor import beat_command, worker_command
+from dispatcher.supervisor import beat_command, group_commands, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def base_env(extra: dict[str, str]) -> dict[str, str]:
@@ -71,6 +79,22 @@ def celery_group(env: dict[str, str], logs: Path, *, concurrency: int = 2) -> It
     procs = {
         "worker": Proc(worker_command(concurrency), base_env(env), logs / "worker.log"),
         "beat": Proc(beat_command(logs), base_env(env), logs / "beat.log"),
+    }
+    try:
+        yield procs
+    finally:
+        for proc in procs.values():
+            proc.stop()
+
+
+@contextmanager
+def run_group(env: dict[str, str], logs: Path) -> Iterator[dict[str, Proc]]:
+    """The processes `sms-dispatch run` starts (senders, high lane, tracker, beat, webhooks),
+    without its Redis; stopped on leaving."""
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = {
+        name: Proc(args, base_env(env), logs / f"{name}.log")
+        for name, args in group_commands(logs).items()
     }
     try:
         yield procs

@@ -38,3 +38,12 @@ def test_compose_has_every_part_of_production_and_no_default_password():
     )
     beat = services["beat"]
     assert beat.get("deploy", {}).get("replicas", 1) == 1
+
+
+def test_compose_api_is_published_on_loopback_only_and_needs_a_cookie_secret():
+    spec = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    api = spec["services"]["api"]
+    assert api["command"][:2] == ["sms-dispatch", "serve"]
+    assert api["ports"] == ["127.0.0.1:8000:8000"]
+    assert api["environment"]["SMS_API_SECRET"].startswith("${SMS_API_SECRET:?")
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])

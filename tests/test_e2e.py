@@ -4,7 +4,6 @@ embedded mode, sending through the simulator with faults on."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -14,12 +13,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import REDIS_URL, settings_env
-from tests.processes import ROOT, Proc, base_env, celery_group, cli, cli_json, wait_for
+from tests.conftest import REDIS_URL
+from tests.processes import ROOT, Proc, base_env, celery_group, cli, cli_json, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
 # Failure words carry a cost like deliveries do, so the ledger's total must equal the gateway's.
+# `send` has no default purpose: every campaign says what it is for.
+SEND = ("send", "--purpose", "service")
 MIX = {"delivered": 0.9, "undelivered": 0.04, "failed": 0.03, "expired": 0.02, "rejected": 0.01}
 
 
@@ -48,7 +49,7 @@ def prod_env(pg_url, sim, redis_client, make_settings):
         sweep_interval=2.0,
         max_attempts=8,
     )
-    return settings_env(settings)
+    return settings.as_env()
 
 
 def finished(env: dict[str, str], campaign: int) -> dict | None:
@@ -77,7 +78,7 @@ def test_campaign_with_faults_and_a_credit_top_up_ends_final_and_sent_once(prod_
     )
     lst = write_list(tmp_path / "list.csv", 2000)
     with celery_group(prod_env, tmp_path / "logs"):
-        sent = cli_json("send", str(lst), "--sender", "Shop", "--text", "Hi {name}", env=prod_env)
+        sent = cli_json(*SEND, str(lst), "--sender", "Shop", "--text", "Hi {name}", env=prod_env)
         cid = sent["campaign"]
         assert sent["counts"] == {"queued": 2000}
         paused = wait_for(
@@ -102,7 +103,7 @@ def test_killed_worker_loses_nothing_and_sends_nothing_twice(prod_env, sim, tmp_
     lst = write_list(tmp_path / "list.csv", 1000)
     logs = tmp_path / "logs"
     with celery_group(env, logs) as group:
-        cid = cli_json("send", str(lst), "--sender", "Shop", "--text", "Hi {name}", env=env)[
+        cid = cli_json(*SEND, str(lst), "--sender", "Shop", "--text", "Hi {name}", env=env)[
             "campaign"
         ]
         wait_for(lambda: sim.stats()["accepted"] >= 200, timeout=60, what="sending to be underway")
@@ -117,9 +118,7 @@ def test_killed_worker_loses_nothing_and_sends_nothing_twice(prod_env, sim, tmp_
 
 
 def test_flower_shows_campaign_tasks_without_numbers_or_texts(prod_env, sim, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = dict(prod_env, FLOWER_UNAUTHENTICATED_API="true")
     flower = Proc(
         [
@@ -134,9 +133,7 @@ def test_flower_shows_campaign_tasks_without_numbers_or_texts(prod_env, sim, tmp
         lst = write_list(tmp_path / "list.csv", 150)
         with celery_group(env, tmp_path / "logs"):
             text = "Secret offer code QX77 for {name}"
-            cid = cli_json("send", str(lst), "--sender", "Shop", "--text", text, env=env)[
-                "campaign"
-            ]
+            cid = cli_json(*SEND, str(lst), "--sender", "Shop", "--text", text, env=env)["campaign"]
             wait_for(lambda: finished(env, cid), timeout=120, what="campaign done")
 
             def batch_tasks():
@@ -181,10 +178,12 @@ def test_embedded_mode_with_faults_and_a_credit_top_up_ends_final_and_sent_once(
         "SMS_SWEEP_INTERVAL": "2",
         "SMS_MAX_ATTEMPTS": "8",
         "SMS_GATEWAY_TIMEOUT": "2",
+        # Not the default 8000: a demo or another `run` on this machine must not stop this one.
+        "SMS_API_PORT": str(free_port()),
     }
     lst = write_list(tmp_path / "list.csv", 2000)
     # With nothing running, send commits the campaign and says when sending will start.
-    first = cli("send", str(lst), "--sender", "Shop", "--text", "Hi {name}", env=env)
+    first = cli(*SEND, str(lst), "--sender", "Shop", "--text", "Hi {name}", env=env)
     assert "starts when `sms-dispatch run`" in first.stdout + first.stderr
     cid = int(first.stdout.split()[1].rstrip(":"))
     run = subprocess.Popen(
@@ -220,21 +219,36 @@ def test_embedded_mode_with_faults_and_a_credit_top_up_ends_final_and_sent_once(
 def test_campaign_sent_at_a_set_time_sends_nothing_before_it(prod_env, sim, tmp_path):
     from datetime import UTC, datetime, timedelta
 
+    import sqlalchemy as sa
+
+    from workers.ledger import campaign_table, utcnow
+
     lst = write_list(tmp_path / "list.csv", 50)
     with celery_group(prod_env, tmp_path / "logs"):
-        at = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
+        # An hour ahead, so a slow machine cannot make `--at` the past before the CLI reads it;
+        # the time then arrives by moving the campaign's start, not by waiting for the clock.
+        at = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
         sent = cli(
-            "send", str(lst), "--sender", "Shop", "--text", "Hi {name}",
+            *SEND, str(lst), "--sender", "Shop", "--text", "Hi {name}",
             "--at", at.strftime("%Y-%m-%dT%H:%M:%S"), "--tz", "UTC",
             env=prod_env,
         )  # fmt: skip
         assert "starts at" in sent.stdout and at.isoformat() in sent.stdout
         cid = int(sent.stdout.split()[1].rstrip(":"))
-        while datetime.now(UTC) < at - timedelta(seconds=1):
+        for _ in range(4):  # several dispatch ticks (1 s apart) pass it by
             assert sim.stats()["attempts"] == 0
             assert cli_json("status", str(cid), env=prod_env)["state"] == "scheduled"
             time.sleep(0.5)
+        engine = sa.create_engine(prod_env["SMS_DATABASE_URL"], poolclass=sa.pool.NullPool)
+        with engine.begin() as conn:
+            arrived = utcnow()
+            conn.execute(
+                sa.update(campaign_table)
+                .where(campaign_table.c.id == cid)
+                .values(send_after=arrived)
+            )
+        engine.dispose()
         status = wait_for(lambda: finished(prod_env, cid), timeout=120, what="all final")
     first_accept = min(int(s) for s in sim.stats()["per_second"])
-    assert first_accept >= int(at.timestamp())
+    assert first_accept >= int(arrived.timestamp())
     assert status["counts"] == {"delivered": 50}

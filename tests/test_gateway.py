@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+import simulator.server
 from tests.conftest import TEST_KEY
 from workers.gateway import (
     BadReplyError,
@@ -24,6 +25,8 @@ from workers.gateway import (
     ReadTimeoutError,
     ReportState,
     ServerError,
+    UnreadableReplyError,
+    Withheld,
     parse_report,
     parse_send_reply,
 )
@@ -144,14 +147,34 @@ def test_rate_cap_replies_message_not_accepted(sim):
     assert sim.stats()["max_per_second"] <= 5
 
 
-def test_report_walks_pending_sending_delivered_with_cost(sim):
+class _StoppedClock:
+    """The simulator's clock, moved by the test alone: a report is read at an exact age,
+    however long the machine takes to answer."""
+
+    def __init__(self) -> None:
+        self.mono, self.wall = time.monotonic(), time.time()
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return self.wall
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+
+def test_report_walks_pending_sending_delivered_with_cost(sim, monkeypatch):
+    clock = _StoppedClock()
+    monkeypatch.setattr(simulator.server, "time", clock)
     sim.configure(pending=0.3, sending=0.3)
     with client_for(sim) as client:
         assert client.send(MOBILE, "InfoSMS", "x" * 161, "life1").accepted
         first = client.report(MOBILE, "life1")
-        time.sleep(0.4)
+        clock.advance(0.4)
         second = client.report(MOBILE, "life1")
-        time.sleep(0.4)
+        clock.advance(0.4)
         third = client.report(MOBILE, "life1")
     assert (first.state, first.queue_status) == (ReportState.PENDING, "pending")
     assert (second.state, second.dlr_status) == (ReportState.SENDING, "sending")
@@ -232,13 +255,20 @@ def test_error_replies_map_to_their_class(body, kind, code):
     assert error.code == code
 
 
-def test_garbage_is_retried_with_the_raw_body_cut_short():
+def test_garbage_at_200_is_looked_up_before_any_resend_with_the_raw_body_cut_short():
+    # send_sms.php ran and failed somewhere: it may have queued the message first.
     body = b"<html><body>" + b"Fatal error in send_sms.php " * 50 + b"</body></html>"
     error = parse_send_reply(200, body)
-    assert isinstance(error, BadReplyError)
-    assert error.outcome is Outcome.RETRY
+    assert isinstance(error, UnreadableReplyError)
+    assert error.outcome is Outcome.UNKNOWN and error.gateway_trouble
     assert error.raw is not None and error.raw.startswith("<html><body>Fatal error")
     assert len(error.raw) <= 201
+
+
+def test_garbage_from_another_status_is_retried():
+    error = parse_send_reply(404, b"<html>Not Found</html>")
+    assert isinstance(error, BadReplyError)
+    assert error.outcome is Outcome.RETRY
 
 
 def test_report_parsing_keeps_unknown_words_raw():
@@ -274,3 +304,77 @@ def test_key_never_leaks_in_get_mode(sim, caplog):
         assert TEST_KEY not in text
         assert "test-key" not in text
         assert MOBILE not in text  # numbers are personal data: kept out of logs too
+
+
+class _Turns:
+    """A claim guard that says yes a given number of times, then no (a lapse mid-request)."""
+
+    def __init__(self, yes: int) -> None:
+        self.yes = yes
+        self.asked = 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.asked <= self.yes
+
+
+class _Listener:
+    """A bare TCP server that records every byte a client writes and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.received = b""
+        self.sock.settimeout(5)
+
+    def drain(self) -> bytes:
+        conn, _ = self.sock.accept()
+        conn.settimeout(0.5)
+        with conn:
+            try:
+                while chunk := conn.recv(65536):
+                    self.received += chunk
+            except TimeoutError:
+                pass
+        return self.received
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_a_claim_that_lapses_after_the_first_check_is_withheld_at_the_socket(sim, method):
+    # The sender said yes before requests built the request, then the process stopped and its
+    # claim lapsed. The write itself must ask again: the gateway gets nothing.
+    with client_for(sim, method=method) as client:
+        guard = _Turns(yes=1)
+        with pytest.raises(Withheld):
+            client.send(MOBILE, "InfoSMS", "Hi", "late1", guard=guard)
+        assert guard.asked == 2  # once before any work, once right before the write
+        assert sim.stats()["attempts"] == 0
+        # The same client still sends once the guard holds again: no half-used connection.
+        assert client.send(MOBILE, "InfoSMS", "Hi", "late2", guard=lambda: True).outcome is (
+            Outcome.ACCEPTED
+        )
+    assert sim.stats()["accepted"] == 1
+
+
+def test_no_byte_reaches_the_wire_when_the_guard_says_no_at_the_write():
+    listener = _Listener()
+    with GatewayClient(listener.url, TEST_KEY, timeout=1.0) as client:
+        with pytest.raises(Withheld):
+            client.send(MOBILE, "InfoSMS", "Hi", "late3", guard=_Turns(yes=1))
+        assert listener.drain() == b""
+
+
+def test_a_lapse_between_headers_and_body_leaves_the_gateway_half_a_request(sim):
+    # POST writes the request line and headers, then the form: a "no" between them must keep
+    # the number and text off the wire, and the gateway must not act on what it got.
+    listener = _Listener()
+    with GatewayClient(listener.url, TEST_KEY, timeout=1.0) as client:
+        with pytest.raises(Withheld):
+            client.send(MOBILE, "InfoSMS", "Hi", "late4", guard=_Turns(yes=2))
+        seen = listener.drain()
+    assert seen.startswith(b"POST ") and b"send_sms.php" in seen.split(b"\r\n")[0]
+    assert MOBILE.encode() not in seen and b"late4" not in seen
+    with client_for(sim) as client, pytest.raises(Withheld):
+        client.send(MOBILE, "InfoSMS", "Hi", "late5", guard=_Turns(yes=2))
+    time.sleep(0.3)
+    assert sim.stats()["accepted"] == 0

@@ -7,19 +7,31 @@ import io
 import json
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from dispatcher.campaigns import LoadRequest, load_campaign, new_refs
 from dispatcher.recipients import RecipientListError
-from dispatcher.reports import campaign_status, escape_cell, write_report
+from dispatcher.reports import (
+    all_statuses,
+    campaign_status,
+    escape_cell,
+    statuses,
+    write_report,
+)
 from dispatcher.suppression import add_numbers
 from dispatcher.texts import TemplateError, TextError
 from tests.processes import base_env
-from workers import transitions
+from workers import campaign_moves, claims, ledger_reads
 from workers.database import get_engine
 from workers.ledger import CampaignState, campaign_table, message_table
+from workers.windows import ZONES_NOTE
+
+# `send` has no default purpose: every campaign says what it is for.
+SEND = ("send", "--purpose", "service")
 
 LIST = """name;mobile;note
 Anna;070-123 45 67;first
@@ -60,7 +72,7 @@ def test_every_row_becomes_a_message_with_a_status(ledger, tmp_path):
     }
     assert sum(summary.counts.values()) == summary.total
     status = campaign_status(engine, summary.campaign)
-    assert status["total"] == 7 and status["counts"]["queued"] == 3 and not status["done"]
+    assert status.total == 7 and status.counts["queued"] == 3 and not status.done
     m = message_table
     with engine.connect() as conn:
         rows = conn.execute(
@@ -103,7 +115,7 @@ def test_failure_midway_leaves_no_runnable_campaign(ledger, tmp_path):
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(campaign_table)).scalar() == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(message_table)).scalar() == 0
-    assert transitions.due_batches(engine, 1, limit=10) == []
+    assert claims.due_batches(engine, 1, limit=10) == []
 
 
 def test_unknown_placeholder_is_an_error_before_anything_is_written(ledger, tmp_path):
@@ -143,6 +155,62 @@ def test_report_lists_every_row_and_escapes_formulas(ledger, tmp_path):
     assert all(not cell.startswith(("=", "+", "-", "@")) for r in rows for cell in r.values())
 
 
+def test_listing_of_campaigns_is_each_ones_status_read_in_a_few_statements(ledger, tmp_path):
+    settings, engine = ledger
+    m, c = message_table, campaign_table
+    lst = write(tmp_path, LIST)
+    finished = load_campaign(settings, engine, LoadRequest(lst, "Shop", "Hi {name}")).campaign
+    running = load_campaign(settings, engine, LoadRequest(lst, "Shop", "Hi")).campaign
+    # A window that is shut now: its messages wait for it (and one is noted as left out of
+    # some of its zones, as the planner notes such numbers).
+    soon = datetime.now(UTC) + timedelta(hours=2)
+    window = f"{soon:%H}:00-{soon + timedelta(hours=1):%H}:00"
+    held = LoadRequest(lst, "Shop", "Hi", window=window, tz="UTC")
+    waiting = load_campaign(settings, engine, held).campaign
+    paused = load_campaign(settings, engine, LoadRequest(lst, "Shop", "Hi")).campaign
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(m)
+            .where(m.c.campaign_id == finished, m.c.status == "queued")
+            .values(status="delivered", cost=sa.literal(0.05))
+        )
+        conn.execute(sa.update(c).where(c.c.id == finished).values(state="completed"))
+        conn.execute(
+            sa.update(m)
+            .where(m.c.campaign_id == running, m.c.line == 2)
+            .values(status="accepted", cost=sa.literal(0.07))
+        )
+        first = conn.execute(
+            sa.select(sa.func.min(m.c.id)).where(m.c.campaign_id == waiting, m.c.status == "queued")
+        ).scalar_one()
+        conn.execute(
+            sa.update(m).where(m.c.id == first).values(last_error=f"{ZONES_NOTE}: in 1 of 2")
+        )
+    campaign_moves.pause_running(engine, "by hand", paused)
+    ledger_reads.fold_tallies(engine, min_rows=0)  # folded and unfolded tallies read the same
+
+    one_by_one = [campaign_status(engine, cid) for cid in (paused, waiting, running, finished)]
+    assert one_by_one[1].waiting_for_window == 5 and one_by_one[1].partial_zones == 1
+    assert one_by_one[3].cost == "0.20" and one_by_one[2].cost == "0.07"
+    selects = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        listed = all_statuses(engine)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert listed == one_by_one
+    # The campaigns, their tallies, and the window counts of those still waiting: not a few
+    # statements for each campaign.
+    assert len(selects) <= 4, selects
+    assert statuses(engine, [waiting, finished]) == [one_by_one[1], one_by_one[3]]
+    assert statuses(engine, []) == []
+
+
 @pytest.mark.parametrize(
     ("value", "shown"),
     [("=1+1", "'=1+1"), ("+46", "'+46"), ("-2", "'-2"), ("@x", "'@x"), ("ok", "ok"), (None, "")],
@@ -155,13 +223,22 @@ def test_refs_are_short_url_safe_and_unique():
     refs = new_refs(100_000)
     assert len(set(refs)) == len(refs)
     assert all(len(r) == 16 and r.isalnum() and r.islower() for r in refs[:1000])
+    # Made together, they share their clock prefix (neighbours in the unique index) and
+    # differ in their 11 random characters, every one of the 32 letters and digits used.
+    assert {r[:5] for r in refs} == {refs[0][:5]}
+    assert len({r[5:] for r in refs}) == len(refs)
+    assert set("".join(r[5:] for r in refs[:1000])) == set("abcdefghijklmnopqrstuvwxyz234567")
+    time.sleep(0.02)
+    assert new_refs(1)[0][:5] != refs[0][:5]  # the next 10 ms step: another prefix
 
 
 # --- the CLI, as a user runs it -------------------------------------------------------------
 
 
 def run_cli(tmp_path, *args, env=None):
-    full_env = base_env({"SMS_DATA_DIR": str(tmp_path / "data"), **(env or {})})
+    # A gateway is configured (never called): `send` refuses to start without one.
+    gateway = {"SMS_GATEWAY_URL": "http://127.0.0.1:9", "SMS_GATEWAY_KEY": "unused"}
+    full_env = base_env({"SMS_DATA_DIR": str(tmp_path / "data"), **gateway, **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", "dispatcher", *args],
         env=full_env,
@@ -175,18 +252,18 @@ def run_cli(tmp_path, *args, env=None):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["send", "missing.csv", "--sender", "S", "--text", "Hi"], "missing.csv"),
-        (["send", "list.csv", "--sender", "Way too long sender", "--text", "Hi"], "sender"),
-        (["send", "list.csv", "--sender", "S", "--text", "Hi {nope}"], "nope"),
-        (["send", "list.csv", "--sender", "S", "--text", "x" * 1200], "parts"),
-        (["send", "list.csv", "--sender", "S"], "--text"),
-        (["send", "empty.csv", "--sender", "S", "--text", "Hi"], "empty"),
-        (["send", "nocol.csv", "--sender", "S", "--text", "Hi"], "--column"),
+        ([*SEND, "missing.csv", "--sender", "S", "--text", "Hi"], "missing.csv"),
+        ([*SEND, "list.csv", "--sender", "Way too long sender", "--text", "Hi"], "sender"),
+        ([*SEND, "list.csv", "--sender", "S", "--text", "Hi {nope}"], "nope"),
+        ([*SEND, "list.csv", "--sender", "S", "--text", "x" * 1200], "parts"),
+        ([*SEND, "list.csv", "--sender", "S"], "--text"),
+        ([*SEND, "empty.csv", "--sender", "S", "--text", "Hi"], "empty"),
+        ([*SEND, "nocol.csv", "--sender", "S", "--text", "Hi"], "--column"),
         (["status", "999"], "999"),
         (["report", "999"], "999"),
         (["pause", "999"], "999"),
-        (["send", "list.csv", "--sender", "S", "--text", "Hi", "--at", "yesterday"], "--at"),
-        (["send", "list.csv", "--sender", "S", "--text", "Hi", "--at", "2020-01-01T09:00"], "past"),
+        ([*SEND, "list.csv", "--sender", "S", "--text", "Hi", "--at", "yesterday"], "--at"),
+        ([*SEND, "list.csv", "--sender", "S", "--text", "Hi", "--at", "2020-01-01T09:00"], "past"),
     ],
 )
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, needle):
@@ -213,7 +290,7 @@ def test_send_status_report_suppress_through_the_cli(tmp_path):
     assert added.returncode == 0, added.stderr
     assert run_cli(tmp_path, "suppress", "list").stdout.split() == ["46735550011"]
     sent = run_cli(
-        tmp_path, "send", "list.csv", "--sender", "Clinic", "--text", "Hi {name}", "--json"
+        tmp_path, *SEND, "list.csv", "--sender", "Clinic", "--text", "Hi {name}", "--json"
     )
     assert sent.returncode == 0, sent.stderr
     summary = json.loads(sent.stdout)
@@ -242,7 +319,7 @@ def test_send_status_report_suppress_through_the_cli(tmp_path):
 def test_dry_run_through_the_cli_creates_nothing(tmp_path):
     write(tmp_path)
     dry = run_cli(
-        tmp_path, "send", "list.csv", "--sender", "C", "--text", "Hi", "--dry-run", "--json"
+        tmp_path, *SEND, "list.csv", "--sender", "C", "--text", "Hi", "--dry-run", "--json"
     )
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["campaign"] is None

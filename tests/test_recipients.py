@@ -1,20 +1,16 @@
-"""Recipient lists: formats, encodings, header detection, streaming, number normalisation."""
+"""Recipient lists: formats, encodings, header detection, streaming (numbers: test_numbers.py)."""
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
 
-import phonenumbers
 import pytest
-from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from dispatcher.recipients import (
     RecipientList,
     RecipientListError,
     Row,
-    _normalise_slowly,
-    normalise,
     read_numbers,
 )
 
@@ -35,127 +31,6 @@ def error_of(path: Path, **kwargs: str) -> str:
     message = str(err.value)
     assert "\n" not in message
     return message
-
-
-# --- normalise ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("raw", "region", "mobile"),
-    [
-        # Sweden: national, +, 00, bare international, and separators of every kind
-        ("070-123 45 67", "SE", "46701234567"),
-        ("0701234567", "SE", "46701234567"),
-        ("+46 70 123 45 67", "SE", "46701234567"),
-        ("+46 (0)70-123 45 67", "SE", "46701234567"),
-        ("0046 70 123 45 67", "SE", "46701234567"),
-        ("46701234567", "SE", "46701234567"),
-        ("070.123.45.67", "SE", "46701234567"),
-        ("08-123 456 78", "SE", "46812345678"),
-        # United Kingdom
-        ("07911 123456", "GB", "447911123456"),
-        ("+44 7911 123456", "GB", "447911123456"),
-        ("0044 7911 123456", "GB", "447911123456"),
-        ("447911123456", "GB", "447911123456"),
-        ("+44 7911 123456", "SE", "447911123456"),
-        ("0044 7911 123456", "SE", "447911123456"),
-        ("447911123456", "SE", "447911123456"),
-        # United States: its international prefix is 011, and 00 is still read as +
-        ("(201) 555-0123", "US", "12015550123"),
-        ("201-555-0123", "US", "12015550123"),
-        ("1 201 555 0123", "US", "12015550123"),
-        ("+1 201-555-0123", "US", "12015550123"),
-        ("011 1 201 555 0123", "US", "12015550123"),
-        ("0046701234567", "US", "46701234567"),
-        ("+1 201 555 0123", "SE", "12015550123"),
-        ("0012015550123", "SE", "12015550123"),
-        # Germany
-        ("0151 23456789", "DE", "4915123456789"),
-        ("0151/23456789", "DE", "4915123456789"),
-        ("+49 151 23456789", "DE", "4915123456789"),
-        ("0049 151 23456789", "DE", "4915123456789"),
-        ("4915123456789", "DE", "4915123456789"),
-        ("4915123456789", "SE", "4915123456789"),
-        # Digits phonenumbers knows but the fast path leaves to it
-        ("٠٧٠١٢٣٤٥٦٧", "SE", "46701234567"),
-        ("０７０-１２３ ４５ ６７", "SE", "46701234567"),
-        ("tel: 070-123 45 67", "SE", "46701234567"),
-    ],
-)
-def test_national_and_international_forms_give_the_same_number(
-    raw: str, region: str, mobile: str
-) -> None:
-    assert normalise(raw, region) == (mobile, None)
-
-
-@pytest.mark.parametrize(
-    ("raw", "region", "error"),
-    [
-        ("", "SE", "empty number"),
-        ("   ", "SE", "empty number"),
-        ("12345", "SE", "not a valid number for SE"),
-        ("070-123 45", "SE", "not a valid number for SE"),
-        ("0201234567", "GB", "not a valid number for GB"),
-        ("-1", "SE", "not a phone number"),
-        ("n/a", "SE", "not a phone number"),
-        ("+999 123 456 789", "SE", "unknown country code"),
-        ("+46 1", "SE", "too short to be a phone number"),
-        ("070123456789012345678", "SE", "too long to be a phone number"),
-        ("+44 7911", "SE", "not a valid number for country code +44"),
-        ("+49 151", "SE", "not a valid number for DE"),
-        ("070-123 45 67 ext. 12", "SE", "has an extension; give the number alone"),
-        ("070-123 45 67", "XX", "unknown region XX for a national number"),
-    ],
-)
-def test_invalid_numbers_say_why(raw: str, region: str, error: str) -> None:
-    assert normalise(raw, region) == (None, error)
-
-
-def test_international_numbers_do_not_need_a_known_region() -> None:
-    assert normalise("+46 70 123 45 67", "XX") == ("46701234567", None)
-
-
-def test_a_valid_national_reading_wins_over_a_bare_international_one() -> None:
-    # Ten digits: a US number in the US, a Singapore mobile (+65 9720 6165) elsewhere.
-    assert normalise("6597206165", "US") == ("16597206165", None)
-    assert normalise("6597206165", "SE") == ("6597206165", None)
-    # Hamburg 040 374244797 or the Romanian landline +40 374 244 797: both landlines.
-    assert normalise("40374244797", "DE") == ("4940374244797", None)
-
-
-def test_bare_international_mobile_wins_over_a_national_landline_reading() -> None:
-    # Germany's variable-length numbers make these valid landlines (area codes 04915 and
-    # 04479) too; only the mobile readings can receive a text.
-    assert normalise("4915123456789", "DE") == ("4915123456789", None)
-    assert normalise("447911123456", "DE") == ("447911123456", None)
-
-
-def _example_forms() -> list[tuple[str, str]]:
-    """Every region's example numbers, written the ways lists write them, and near misses."""
-    forms = []
-    types = [PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE, PhoneNumberType.TOLL_FREE]
-    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
-        for kind in types:
-            number = phonenumbers.example_number_for_type(region, kind)
-            if number is None:
-                continue
-            e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
-            national = phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL)
-            for raw in (national, e164, "00" + e164[1:], e164[1:], e164[:-1], national + "1"):
-                forms += [(raw, region), (raw, "SE"), (raw, "US")]
-    return forms
-
-
-def test_fast_path_agrees_with_phonenumbers_alone_for_every_region() -> None:
-    forms = _example_forms()
-    assert len(forms) > 5000
-    disagree = [
-        (raw, region, normalise(raw, region), _normalise_slowly(raw, region))
-        for raw, region in forms
-        if normalise(raw, region) != _normalise_slowly(raw, region)
-    ]
-    assert disagree == []
-    assert sum(1 for raw, region in forms if normalise(raw, region)[0]) > 2000
 
 
 # --- Reading lists: formats -------------------------------------------------------------------
@@ -374,29 +249,77 @@ def test_header_without_rows_is_refused(tmp_path: Path) -> None:
     assert error_of(path) == f"{path} has a header but no rows"
 
 
-def test_bytes_that_are_not_utf8_name_the_line(tmp_path: Path) -> None:
-    path = tmp_path / "latin1.csv"
-    path.write_bytes("name;mobile\nAnna;0701234567\nJos\xe9;0701234568\n".encode("latin-1"))
-    recipients = RecipientList.open(path)  # the first lines are fine
+def test_windows_1252_list_is_detected_and_read(tmp_path: Path) -> None:
+    # Excel's "CSV (Comma delimited)" on a Swedish Windows: cp1252, semicolons.
+    path = tmp_path / "excel-ansi.csv"
+    path.write_bytes(
+        "Namn;Mobil\r\nÅsa Öberg;070-123 45 67\r\nJöns Ärlig;070-765 43 21\r\n".encode("cp1252")
+    )
+    recipients = RecipientList.open(path)
+    assert recipients.encoding == "cp1252"
+    assert "read as windows-1252" in recipients.source
+    got = [(r.fields["Namn"], r.mobile) for r in recipients.rows()]
+    assert got == [("Åsa Öberg", "46701234567"), ("Jöns Ärlig", "46707654321")]
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        ("Name;Mobile\nÅsa;0701234567\n", "cp1252"),  # one letter: too short to be sure
+        ("Imię;Telefon\nŁukasz Żółć;+48 512 345 678\nZażółć gęślą;+48 512 345 679\n", "cp1250"),
+        ("Имя;Телефон\nИван Петров;+7 912 345 67 89\n", "cp1251"),
+    ],
+)
+def test_single_byte_code_pages_are_told_apart(tmp_path: Path, text: str, encoding: str) -> None:
+    path = tmp_path / "l.csv"
+    path.write_bytes(text.encode(encoding))
+    recipients = RecipientList.open(path)
+    assert recipients.encoding == encoding
+    assert next(recipients.rows()).fields == dict(
+        zip(*(line.split(";") for line in text.splitlines()[:2]), strict=True)
+    )
+
+
+def test_unicode_text_utf16_with_bom_and_tabs_is_read(tmp_path: Path) -> None:
+    # Excel's "Unicode Text": UTF-16 LE with a BOM, tab-separated.
+    path = tmp_path / "unicode.txt"
+    path.write_bytes("Name\tMobile\r\nZoë\t+46 70 123 45 67\r\n".encode("utf-16"))
+    recipients = RecipientList.open(path)
+    assert recipients.encoding == "utf-16"
+    assert [(r.fields["Name"], r.mobile) for r in recipients.rows()] == [("Zoë", "46701234567")]
+
+
+def test_encoding_option_overrides_the_guess(tmp_path: Path) -> None:
+    path = tmp_path / "l.csv"
+    path.write_bytes("name;mobile\nJos\xe9;0701234568\n".encode("latin-1"))
+    recipients = RecipientList.open(path, encoding="iso-8859-15")
+    assert recipients.encoding == "iso8859-15"
+    assert [r.fields["name"] for r in recipients.rows()] == ["José"]
+    with pytest.raises(RecipientListError, match="--encoding 'klingon' is not an encoding"):
+        RecipientList.open(path, encoding="klingon")
+
+
+def test_bytes_no_encoding_reads_name_the_line_and_byte(tmp_path: Path) -> None:
+    path = tmp_path / "junk.csv"
+    junk = bytes([0xFF, 0xFE, 0x00, 0x01, 0x9D, 0x80]) * 40  # a binary file renamed .csv
+    path.write_bytes(b"name;mobile\nAnna;0701234567\n" + junk)
+    message = error_of(path)
+    assert message.startswith(f"{path}: line 3 is not text in any encoding we know (byte 0xff")
+    assert "--encoding" in message
+
+
+def test_a_bad_byte_after_the_sample_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    body = "".join(f"0701{i:06d}\n" for i in range(120_000))  # beyond the 1 MB sample
+    path.write_bytes(("mobile\n" + body).encode() + b"\xff\n")
+    recipients = RecipientList.open(path)
+    assert recipients.encoding == "utf-8"
     with pytest.raises(RecipientListError) as err:
         list(recipients.rows())
     assert str(err.value) == (
-        f"{path}: line 3 is not UTF-8 (byte 0xe9 at column 4); save the list as UTF-8"
+        f"{path}: line 120002 is not utf-8 (byte 0xff at byte 1 of the line);"
+        " save the list as CSV UTF-8 or give --encoding"
     )
-
-
-def test_bad_byte_in_the_header_is_found_when_opening(tmp_path: Path) -> None:
-    path = tmp_path / "latin1.csv"
-    path.write_bytes("\ufeffNamn;Telefonnr;Län\n".encode() + b"x;0701234567;Sk\xe5ne\n")
-    path.write_bytes(b"Namn;Telefonnr;L\xe4n\nx;0701234567;y\n")
-    assert error_of(path) == (
-        f"{path}: line 1 is not UTF-8 (byte 0xe4 at column 17); save the list as UTF-8"
-    )
-
-
-def test_utf16_file_is_refused_with_advice(tmp_path: Path) -> None:
-    path = write(tmp_path, "mobile\n0701234567\n", encoding="utf-16")
-    assert error_of(path) == f"{path} is UTF-16 text; save the list as UTF-8 (CSV UTF-8)"
 
 
 def test_old_mac_line_ends_are_refused(tmp_path: Path) -> None:
@@ -415,12 +338,12 @@ def test_chunks_stream_rows_in_lists_of_the_given_size(tmp_path: Path) -> None:
 
 def test_chunks_are_yielded_before_the_rest_of_the_file_is_read(tmp_path: Path) -> None:
     path = tmp_path / "big.csv"
-    body = "".join(f"0701{i:06d}\n" for i in range(30_000))
+    body = "".join(f"0701{i:06d}\n" for i in range(130_000))  # past the encoding sample
     path.write_bytes(("mobile\n" + body).encode() + b"\xff\n")
     chunks = RecipientList.open(path).chunks(1000)
     first = next(chunks)
     assert len(first) == 1000 and first[0].mobile == "46701000000"
-    with pytest.raises(RecipientListError, match="line 30002 is not UTF-8"):
+    with pytest.raises(RecipientListError, match="line 130002 is not utf-8"):
         list(chunks)
 
 

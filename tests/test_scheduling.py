@@ -13,10 +13,11 @@ import time_machine
 from dispatcher.campaigns import LoadRequest, load_campaign
 from dispatcher.reports import campaign_status
 from dispatcher.schedules import add_schedule, fire_due, list_schedules
-from workers import transitions
+from dispatcher.time_options import parse_at
+from workers import campaign_moves, claims, ledger_reads
 from workers.database import get_engine
 from workers.ledger import CampaignState, campaign_table, message_table
-from workers.timing import TimingError, parse_at
+from workers.wallclock import TimingError
 
 STOCKHOLM = "Europe/Stockholm"
 
@@ -72,14 +73,14 @@ def test_scheduled_campaign_waits_for_its_time_and_can_be_paused(ledger, tmp_pat
     with time_machine.travel(start, tick=False):
         request = LoadRequest(lst, "Shop", "Hi", send_after=start + timedelta(hours=1))
         cid = load_campaign(settings, engine, request).campaign
-        assert transitions.get_campaign(engine, cid).state == CampaignState.SCHEDULED
-        assert transitions.claim_batch(engine, cid, 0, limit=10, lease=60) == []
-        assert transitions.start_due_scheduled(engine) == []
-        transitions.pause_running(engine, "paused by operator", cid)
-        assert transitions.resume(engine, cid) == CampaignState.SCHEDULED
+        assert ledger_reads.get_campaign(engine, cid).state == CampaignState.SCHEDULED
+        assert claims.claim_batch(engine, cid, 0, limit=10, lease=60) == []
+        assert campaign_moves.start_due_scheduled(engine) == []
+        campaign_moves.pause_running(engine, "paused by operator", cid)
+        assert campaign_moves.resume(engine, cid) == CampaignState.SCHEDULED
     with time_machine.travel(start + timedelta(hours=1, seconds=1), tick=False):
-        assert transitions.start_due_scheduled(engine) == [cid]
-        assert len(transitions.claim_batch(engine, cid, 0, limit=10, lease=60)) == 2
+        assert campaign_moves.start_due_scheduled(engine) == [cid]
+        assert len(claims.claim_batch(engine, cid, 0, limit=10, lease=60)) == 2
 
 
 # --- recurring schedules --------------------------------------------------------------------
@@ -217,10 +218,10 @@ def test_window_that_opens_tomorrow_holds_messages_until_then(ledger, tmp_path):
         request = LoadRequest(lst, "Shop", "Hi", window="09:00-20:00", tz=STOCKHOLM)
         cid = load_campaign(settings, engine, request).campaign
         assert send_after_by_mobile(engine, cid) == {"46701234567": local(2026, 6, 11, 9)}
-        assert transitions.claim_batch(engine, cid, 0, limit=10, lease=60) == []
-        assert campaign_status(engine, cid)["waiting_for_window"] == 1
+        assert claims.claim_batch(engine, cid, 0, limit=10, lease=60) == []
+        assert campaign_status(engine, cid).waiting_for_window == 1
     with time_machine.travel(local(2026, 6, 11, 9, 0, 1), tick=False):
-        assert len(transitions.claim_batch(engine, cid, 0, limit=10, lease=60)) == 1
+        assert len(claims.claim_batch(engine, cid, 0, limit=10, lease=60)) == 1
 
 
 def test_recipients_in_three_zones_are_each_released_at_their_own_nine(ledger, tmp_path):

@@ -212,6 +212,9 @@ def test_dlr_shapes_through_the_lifecycle(sim: SimulatorThread) -> None:
         "sms_cost": "0.05",
     }
     assert sim.stats()["polls"] == 3
+    dlr(sim, MOBILE, "other")
+    stats = sim.stats()
+    assert (stats["polls"], stats["polled_refs"], stats["max_polls_per_ref"]) == (4, 2, 3)
 
 
 def test_dlr_walks_pending_sending_delivered_in_real_time(sim: SimulatorThread) -> None:
@@ -378,10 +381,14 @@ def test_latency_delays_replies(sim: SimulatorThread) -> None:
 # ----- control API -----------------------------------------------------------------------------
 
 
+CONTROL = {"X-Sim-Key": KEY}
+
+
 def test_control_api_over_http(sim: SimulatorThread) -> None:
     reply = requests.post(
         f"{sim.url}/_sim/config",
         json={"credit": "1.00", "busy": 0.0, "mix": "failed=1"},
+        headers=CONTROL,
         timeout=10,
     )
     assert reply.status_code == 200
@@ -389,12 +396,16 @@ def test_control_api_over_http(sim: SimulatorThread) -> None:
     assert config["credit"] == "1.00"
     assert config["mix"] == {"failed": 1.0}
     assert config["price"] == "0.05"
+    assert config["key"] == "***"
 
-    bad = requests.post(f"{sim.url}/_sim/config", json={"busy": 2}, timeout=10)
+    def post_config(fields: dict[str, Any]) -> requests.Response:
+        return requests.post(f"{sim.url}/_sim/config", json=fields, headers=CONTROL, timeout=10)
+
+    bad = post_config({"busy": 2})
     assert bad.status_code == 400
     assert "probability" in bad.json()["error"]
-    assert requests.post(f"{sim.url}/_sim/config", json={"bogus": 1}, timeout=10).status_code == 400
-    assert requests.post(f"{sim.url}/_sim/config", json={"port": 1}, timeout=10).status_code == 400
+    assert post_config({"bogus": 1}).status_code == 400
+    assert post_config({"port": 1}).status_code == 400
     assert sim.configure()["busy"] == 0.0  # the rejected update changed nothing
 
     assert send(sim, ref="ctl").text == ACCEPTED
@@ -405,11 +416,11 @@ def test_control_api_over_http(sim: SimulatorThread) -> None:
     assert stats["outcomes"]["failed"] == 1
     assert stats["replies"]["200"] == 1
 
-    messages = requests.get(f"{sim.url}/_sim/messages/ctl", timeout=10).json()
+    messages = requests.get(f"{sim.url}/_sim/messages/ctl?key={KEY}", timeout=10).json()
     assert messages["messages"][0]["outcome"] == "failed"
     assert messages["messages"][0]["cost"] == "0.05"
 
-    assert requests.post(f"{sim.url}/_sim/reset", timeout=10).status_code == 200
+    assert requests.post(f"{sim.url}/_sim/reset", headers=CONTROL, timeout=10).status_code == 200
     stats = sim.stats()
     assert stats["accepted"] == stats["unique"] == stats["attempts"] == 0
     assert stats["per_second"] == {}
@@ -473,10 +484,50 @@ def test_parser_builds_every_option() -> None:
     assert args.access_log is True
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/_sim/config"),
+        ("POST", "/_sim/config"),
+        ("POST", "/_sim/reset"),
+        ("GET", "/_sim/messages/ctl"),
+    ],
+)
+@pytest.mark.parametrize("given", [None, {"X-Sim-Key": "wrong"}, {"X-Sim-Key": KEY.upper()}])
+def test_control_api_refuses_without_the_key(
+    sim: SimulatorThread, method: str, path: str, given: dict[str, str] | None
+) -> None:
+    assert send(sim, ref="ctl").text == ACCEPTED
+    reply = requests.request(
+        method, sim.url + path, json={"busy": 1.0}, headers=given or {}, timeout=10
+    )
+    assert reply.status_code == 401
+    assert "needs the key" in reply.json()["error"]
+    assert KEY not in reply.text and MOBILE not in reply.text and "Hello" not in reply.text
+    # Nothing changed: no fault switched on, no message forgotten.
+    assert sim.configure()["busy"] == 0.0
+    assert sim.stats()["accepted"] == 1 and sim.messages("ctl")[0]["mobile"] == MOBILE
+
+
+def test_config_over_http_never_shows_the_key(sim: SimulatorThread) -> None:
+    reply = requests.get(f"{sim.url}/_sim/config", headers={"X-Sim-Key": KEY}, timeout=10)
+    assert reply.status_code == 200
+    assert reply.json()["key"] == "***" and KEY not in reply.text
+    # The stats hold counts and refs only, and stay open for benchmarks.
+    assert requests.get(f"{sim.url}/_sim/stats", timeout=10).status_code == 200
+
+
 def test_mask_key() -> None:
     assert mask_key("/api/sms/dlr.php?key=s3cret&ref=1") == "/api/sms/dlr.php?key=***&ref=1"
     assert mask_key("/x?ref=1&KEY=s3cret") == "/x?ref=1&key=***"
     assert mask_key("/x?monkey=1") == "/x?monkey=1"
+    assert (
+        mask_key("/api/sms/send_sms.php?key=k&mobile=4670&sender=Shop&msgtext=Hi%20you&ref=r1")
+        == "/api/sms/send_sms.php?key=***&mobile=***&sender=Shop&msgtext=***&ref=r1"
+    )
+    assert mask_key("/api/sms/dlr.php?full_number=4670&ref=r1") == (
+        "/api/sms/dlr.php?full_number=***&ref=r1"
+    )
 
 
 def test_cli_serves_and_never_logs_the_key() -> None:
@@ -506,4 +557,18 @@ def test_cli_serves_and_never_logs_the_key() -> None:
     assert proc.returncode == 0
     assert "send_sms.php?key=***" in err
     assert secret not in err
+    # Numbers and texts are personal data: masked in GET query strings too.
+    assert "mobile=***" in err and "msgtext=***" in err
+    assert MOBILE not in err and "Hello" not in err
+    assert secret not in err
     assert json.dumps(secret) not in err
+
+
+def test_control_key_with_a_non_ascii_letter_works_in_the_header():
+    key = "test-key-\u00e5-secret"  # sent by requests as Latin-1 bytes
+    with SimulatorThread(SimulatorConfig(port=0, key=key)) as running:
+        url = running.url + "/_sim/config"
+        assert requests.get(url, headers={"X-Sim-Key": key}, timeout=5).status_code == 200
+        assert (
+            requests.get(url, headers={"X-Sim-Key": "wrong-\u00e9"}, timeout=5).status_code == 401
+        )

@@ -152,8 +152,10 @@ def test_missing_value_names_the_placeholder_as_written_not_the_column() -> None
 # --- Segments ---------------------------------------------------------------------------
 
 
-def test_gsm_basic_table_has_all_128_characters() -> None:
-    assert len(GSM_BASIC) == 128
+def test_gsm_basic_table_has_its_127_characters_and_escape_is_not_one() -> None:
+    # 0x1B escapes to the extension table on the air; a raw one typed in a text is not GSM-7.
+    assert len(GSM_BASIC) == 127
+    assert "\x1b" not in GSM_BASIC
     assert {
         "@",
         "£",
@@ -169,7 +171,6 @@ def test_gsm_basic_table_has_all_128_characters() -> None:
         "§",
         "¿",
         "à",
-        "\x1b",
     } <= GSM_BASIC
 
 
@@ -194,6 +195,55 @@ def test_extension_characters_cost_two_septets(char: str) -> None:
     assert count_segments(char) == Segments("GSM-7", 2, 1)
     assert count_segments("a" * 158 + char) == Segments("GSM-7", 160, 1)
     assert count_segments("a" * 159 + char) == Segments("GSM-7", 161, 2)
+
+
+def test_a_raw_escape_makes_a_text_ucs2_as_the_simulator_bills_it() -> None:
+    from simulator.segments import encoding_of, segment_count
+
+    text = "Hi\x1b" + "a" * 80
+    assert count_segments(text) == Segments("UCS-2", 83, 2)
+    assert (encoding_of(text), segment_count(text)) == ("UCS-2", 2)
+
+
+SAMPLES = [
+    "",
+    "Hej",
+    "a" * 160,
+    "a" * 161,
+    "{" * 80,
+    "{" * 81,
+    "a" * 152 + "€" + "a",
+    "Zoë 😀" * 20,
+    "😀" * 35,
+    "😀" * 36,
+    "Привет" * 12,
+    "tab\there",
+    "esc\x1bhere" * 20,
+    "`backtick`",
+    "Ünïcödé ÄÖÅ àèé ç" * 10,
+]
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_the_producer_estimates_what_the_simulator_bills(text: str) -> None:
+    from simulator.segments import encoding_of, segment_count
+
+    segments = count_segments(text)
+    assert segment_count(text) == max(1, segments.parts)
+    assert encoding_of(text) == segments.encoding
+
+
+def test_the_simulator_imports_nothing_of_the_service() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, simulator.server, simulator.segments;"
+        "print(sorted({m.split('.')[0] for m in sys.modules}"
+        " & {'dispatcher', 'workers', 'config'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_euro_sign_keeps_a_text_in_gsm() -> None:

@@ -8,16 +8,17 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 
+from dispatcher.time_options import read_window
 from workers import windows
-from workers.timing import TimingError
+from workers.wallclock import TimingError
 from workers.windows import (
     ALL_DAYS,
     SendWindow,
     WindowPlanner,
-    choose_zone,
     inside,
     opening,
     parse_window,
+    plan_opening,
     zones_for_number,
 )
 
@@ -103,7 +104,7 @@ def test_bad_windows_are_refused_with_one_clear_line(
     window: str | None, days: str | None, message: str
 ) -> None:
     with pytest.raises(TimingError) as caught:
-        parse_window(window, days)
+        read_window(window, days)
     assert str(caught.value) == message
     assert "\n" not in str(caught.value)
 
@@ -207,34 +208,155 @@ def test_the_same_campaign_in_winter_follows_each_zone_s_standard_time() -> None
     assert planner.send_after(NEW_YORK) == utc(2026, 1, 14, 14, 0)  # 09:00 EST
 
 
-def test_a_number_spanning_zones_waits_for_the_latest_starting_one() -> None:
+def _open_everywhere(window: SendWindow, zones: tuple[str, ...], at: datetime) -> int:
+    return sum(windows._inside(window, ZoneInfo(name), at) for name in zones)
+
+
+def test_a_number_spanning_zones_goes_only_when_all_of_them_are_open() -> None:
     # South Dakota is split between Central and Mountain time: 09:00 comes an hour later in
-    # Denver, so Central recipients are not the ones deciding.
+    # Denver, and 20:00 an hour earlier in Chicago's zone.
     window = parse_window("09:00-20:00", None)
-    now = utc(2026, 6, 10, 14, 30)  # 09:30 Central (open), 08:30 Mountain (not yet)
     zones = zones_for_number(SOUTH_DAKOTA)
-    assert choose_zone(window, zones, STOCKHOLM, now) == "America/Denver"
-    assert choose_zone(window, zones[::-1], STOCKHOLM, now) == "America/Denver"
+    now = utc(2026, 6, 10, 14, 30)  # 09:30 Central (open), 08:30 Mountain (not yet)
     assert opening(window, zones, STOCKHOLM, now) == utc(2026, 6, 10, 15, 0)  # 09:00 MDT
+    assert opening(window, zones[::-1], STOCKHOLM, now) == utc(2026, 6, 10, 15, 0)
+    evening = utc(2026, 6, 11, 1, 30)  # 20:30 Central (closed), 19:30 Mountain (open)
+    assert opening(window, zones, STOCKHOLM, evening) == utc(2026, 6, 11, 15, 0)
 
 
-def test_a_toll_free_number_waits_for_its_latest_zone() -> None:
-    # phonenumbers maps +1 800 numbers to every North American zone, Guam to Pago Pago.
-    toll_free = "18002345678"
-    zones = zones_for_number(toll_free)
-    assert len(zones) > 10
+def test_a_russian_mobile_is_never_messaged_at_night_anywhere_in_russia() -> None:
+    # Issue 9: the planner used to pick one zone and message Moscow at 04:00.
     window = parse_window("09:00-20:00", None)
-    now = utc(2026, 6, 10, 14, 0)  # 10:00 New York
-    chosen = choose_zone(window, zones, STOCKHOLM, now)
-    latest = max(opening(window, (name,), "UTC", now) or now for name in zones)
-    assert opening(window, zones, STOCKHOLM, now) == latest
-    assert opening(window, (chosen,), "UTC", now) == latest
+    zones = zones_for_number("79123456789")
+    assert "Europe/Moscow" in zones and "Asia/Kamchatka" in zones
+    found = plan_opening(window, zones, STOCKHOLM, utc(2026, 6, 10, 12, 0))
+    # Moscow (+3) to Kamchatka (+12) share 06:00-08:00 UTC: 09:00 in Moscow, 18:00 there.
+    assert found.note is None
+    assert found.at == utc(2026, 6, 11, 6, 0)
+    assert _open_everywhere(window, zones, found.at) == len(zones)
+
+
+def test_zones_whose_windows_never_overlap_wait_for_the_most_and_say_why() -> None:
+    # A US toll-free number is placed in every North American zone, Guam to Newfoundland:
+    # a two-hour window is never open in all of them at once.
+    window = parse_window("09:00-11:00", None)
+    zones = zones_for_number("18002345678")
+    now = utc(2026, 6, 10, 0, 0)
+    found = plan_opening(window, zones, STOCKHOLM, now)
+    assert found.note is not None and "never overlap" in found.note
+    assert found.at is not None
+    most = _open_everywhere(window, zones, found.at)
+    assert f"sent in the window of {most} of {len(zones)} zones" in found.note
+    # No minute of the coming two weeks has more of them open, and none before has as many.
+    minute = now
+    while minute < now + timedelta(days=14):
+        count = _open_everywhere(window, zones, minute)
+        assert count <= most
+        if minute < found.at:
+            assert count < most, minute
+        minute += timedelta(minutes=15)
+    planner = WindowPlanner(window, STOCKHOLM, now)
+    assert planner.note("18002345678") == found.note
+    assert planner.note(SWEDEN) is None
+
+
+RUSSIA = "79123456789"  # Kaliningrad to Kamchatka, and a few zones around them
+
+
+def test_zones_whose_windows_never_overlap_use_the_campaign_zone_when_it_is_one_of_them() -> None:
+    # A three-hour window is never open in all of Russia at once; with --tz Europe/Moscow the
+    # sender says where its recipients are, so Moscow's window is used, not the overlap of the
+    # most zones (04:00 UTC is 07:00 in Moscow).
+    window = parse_window("09:00-12:00", None)
+    zones = zones_for_number(RUSSIA)
+    now = utc(2026, 6, 10, 0, 0)
+    most = plan_opening(window, zones, STOCKHOLM, now)
+    assert most.at == utc(2026, 6, 10, 4, 0) and "Europe/Moscow" in (most.note or "")
+    found = plan_opening(window, zones, "Europe/Moscow", now)
+    assert found.at == utc(2026, 6, 10, 6, 0)  # 09:00 in Moscow
+    assert found.note is not None and found.note.startswith(windows.ZONES_NOTE)
+    assert "the campaign's zone Europe/Moscow" in found.note
+    left_out = found.note.split("(", 1)[1]
+    assert "Asia/Kamchatka" in left_out and "Europe/Moscow" not in left_out
+    # Inside Moscow's window it goes now; after it, the next morning in Moscow.
+    assert plan_opening(window, zones, "Europe/Moscow", utc(2026, 6, 10, 8, 59)).at is None
+    assert plan_opening(window, zones, "Europe/Moscow", utc(2026, 6, 10, 9, 0)).at == utc(
+        2026, 6, 11, 6, 0
+    )
+    # A campaign zone that is not one of the number's says nothing of where it is.
+    assert plan_opening(window, zones, "America/Chicago", now) == most
+
+
+def test_the_send_time_check_keeps_a_message_inside_the_campaign_zone_s_window() -> None:
+    # The worker checks the window again when it sends, with the campaign's --tz: a message
+    # the load planned for Moscow's morning must not be held back to the most zones' overlap.
+    from types import SimpleNamespace
+
+    from config import Settings
+    from workers.sending import _outside_window
+
+    campaign = SimpleNamespace(window="09:00-12:00", days=None, tz="Europe/Moscow")
+    rt = SimpleNamespace(settings=Settings(tz="UTC"))
+    claimed = [SimpleNamespace(id=1, mobile=RUSSIA), SimpleNamespace(id=2, mobile=SWEDEN)]
+    with time_machine.travel(utc(2026, 6, 10, 7, 30), tick=False):  # 10:30 in Moscow
+        keep, held = _outside_window(rt, campaign, claimed, "claim")  # type: ignore[arg-type]
+    assert [c.id for c in keep] == [1, 2]  # 09:30 in Stockholm: open there too
+    assert held == []
+
+
+# Multi-zone countries, with a number phonenumbers places in several zones.
+MULTI_ZONE = {
+    "RU": "79123456789",
+    "AU": "61412345678",
+    "US": "18002345678",  # toll free: all of North America
+    "CA": "16135550123",
+    "BR": "55800123456",
+    "ID": "628001234567",
+    "MX": "528001234567",
+    "KZ": "77710009998",
+    "CD": "243991234567",
+    "MN": "97688123456",
+    "EC": "593991234567",
+    "ES": "34612345678",
+    "PT": "351912345678",
+    "NZ": "64211234567",
+    "GL": "299221234",
+    "PF": "68987123456",
+}
+
+
+def test_multi_zone_numbers_are_numbers_of_several_zones() -> None:
+    several = [c for c, mobile in MULTI_ZONE.items() if len(zones_for_number(mobile)) > 1]
+    assert len(several) >= 10, several
+
+
+@pytest.mark.parametrize("country", sorted(MULTI_ZONE))
+def test_brute_force_the_opening_is_the_first_minute_open_in_every_zone(country: str) -> None:
+    # Minute by minute over a year of dates (every 19 days, so each weekday and both DST
+    # changes come up), for a long window, a short one and a weekday one.
+    zones = zones_for_number(MULTI_ZONE[country])
+    tzinfos = [ZoneInfo(name) for name in zones]
+    step = timedelta(minutes=1)
+    for hours, days in (("09:00-20:00", None), ("10:00-12:00", None), ("08:00-21:00", "MON-FRI")):
+        window = parse_window(hours, days)
+        for n in range(20):
+            now = utc(2026, 1, 3, 5, 7) + timedelta(days=19 * n, hours=7 * n)
+            found = plan_opening(window, zones, "UTC", now)
+            at = found.at or now
+            counts_at = sum(windows._inside(window, tz, at) for tz in tzinfos)
+            if found.note is None:
+                assert counts_at == len(zones), (country, hours, days, now)
+            minute = now
+            while minute < at:
+                count = sum(windows._inside(window, tz, minute) for tz in tzinfos)
+                assert count < counts_at, (country, hours, days, now, minute)
+                minute += step
 
 
 def test_a_number_without_a_zone_uses_the_fallback() -> None:
     window = parse_window("09:00-20:00", None)
     now = utc(2026, 6, 10, 5, 0)
-    assert choose_zone(window, zones_for_number(UNPLACED), STOCKHOLM, now) == STOCKHOLM
+    assert opening(window, zones_for_number(UNPLACED), STOCKHOLM, now) == utc(2026, 6, 10, 7, 0)
     planner = WindowPlanner(window, "America/New_York", now)
     assert planner.send_after(UNPLACED) == utc(2026, 6, 10, 13, 0)
 
@@ -259,6 +381,16 @@ def test_a_window_starting_in_the_skipped_hour_opens_when_the_clock_jumps() -> N
     small_hours = parse_window("02:30-05:00", None)
     sunday_midnight = utc(2026, 3, 28, 23, 0)  # 00:00 CET on the spring-forward day
     assert opening(small_hours, (STOCKHOLM,), "UTC", sunday_midnight) == utc(2026, 3, 29, 1, 0)
+
+
+def test_a_window_whose_only_day_falls_in_the_gap_opens_the_week_after() -> None:
+    # Issue 9: --window 02:00-03:00 --days SUN in Stockholm from 2027-03-22 failed the load
+    # ("does not open within 9 days"): Sunday 28 March loses 02:00-03:00 to the clock change.
+    window = parse_window("02:00-03:00", "SUN")
+    monday = utc(2027, 3, 22, 10, 0)
+    assert opening(window, (STOCKHOLM,), "UTC", monday) == utc(2027, 4, 4, 0, 0)  # 02:00 CEST
+    planner = WindowPlanner(window, STOCKHOLM, monday)
+    assert planner.send_after(SWEDEN) == utc(2027, 4, 4, 0, 0)
 
 
 def test_a_window_lying_wholly_in_the_skipped_hour_waits_a_day() -> None:
@@ -303,13 +435,13 @@ def test_the_opening_is_the_first_open_minute_around_dst_changes(
 
 def test_the_planner_works_out_one_opening_per_zone_set(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, ...]] = []
-    real_opening = windows.opening
+    real_opening = windows.plan_opening
 
     def counting_opening(window, zones, fallback_tz, now):  # type: ignore[no-untyped-def]
         calls.append(tuple(zones))
         return real_opening(window, zones, fallback_tz, now)
 
-    monkeypatch.setattr(windows, "opening", counting_opening)
+    monkeypatch.setattr(windows, "plan_opening", counting_opening)
     planner = WindowPlanner(WORKDAYS, STOCKHOLM, utc(2026, 6, 10, 5, 0))
     swedes = [f"4670{n:07d}" for n in range(1_000)]
     new_yorkers = [f"1212456{n:04d}" for n in range(1_000)]
@@ -331,3 +463,15 @@ def test_a_load_at_night_on_the_clock_waits_for_morning() -> None:
     with time_machine.travel(utc(2026, 6, 10, 12, 0), tick=False):
         planner = WindowPlanner(WORKDAYS, STOCKHOLM, datetime.now(UTC))
     assert planner.send_after(SWEDEN) is None
+
+
+def test_at_in_the_skipped_hour_and_a_schedule_slot_there_fire_at_the_same_instant() -> None:
+    # Issue 9: `--at 02:30` on the spring-forward day fired at 03:30, a cron slot at 03:00.
+    from dispatcher.time_options import parse_at
+    from workers.cron import slots_between
+
+    at = parse_at("2027-03-28T02:30", STOCKHOLM)
+    slots = slots_between("30 2 * * *", STOCKHOLM, utc(2027, 3, 27, 12, 0), utc(2027, 3, 28, 12, 0))
+    assert at == slots[0] == utc(2027, 3, 28, 1, 0)  # 03:00 CEST: the end of the gap
+    # A repeated wall time is its first pass in both.
+    assert parse_at("2027-10-31T02:30", STOCKHOLM) == utc(2027, 10, 31, 0, 30)

@@ -11,6 +11,7 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):
+        import workers.preflight  # noqa: F401  (a worker refuses to start without a gateway)
         from workers.celery_app import app
 
         return app

@@ -9,16 +9,24 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from functools import partial
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
+import urllib3.connection
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from config import Settings
+from workers import counters
 
 SEND_PATH = "/api/sms/send_sms.php"
 REPORT_PATH = "/api/sms/dlr.php"
@@ -68,6 +76,12 @@ class GatewayError(Exception):
     """Base of every gateway failure; `outcome` says what to do about it."""
 
     outcome: Outcome = Outcome.RETRY
+    # True when the failure says the gateway itself is in trouble (unreachable, 5xx, replies
+    # that make no sense): no attempt of the message is spent, and a run of these opens the
+    # gateway circuit. False for answers about the message itself.
+    gateway_trouble: bool = False
+    # True for "refused or busy": a few retries, then the message is `rejected`, not `failed`.
+    busy: bool = False
 
     def __init__(self, message: str, *, code: int | None = None, raw: str | None = None) -> None:
         super().__init__(message)
@@ -85,17 +99,34 @@ class TransientError(GatewayError):
 class ConnectError(TransientError):
     """No connection could be made, so nothing was sent."""
 
+    gateway_trouble = True
+
+
+class RedirectError(ConnectError):
+    """The gateway answered with a redirect (3xx); it is never followed, so nothing was sent.
+
+    Following it would hand the key, number and text to whatever host the reply names. A
+    redirect is a wrong or moved `SMS_GATEWAY_URL`, not a fault of the message: like a refused
+    connection it is gateway trouble, so no attempt is spent on it.
+    """
+
 
 class ServerError(TransientError):
     """The gateway answered with an HTTP 5xx."""
+
+    gateway_trouble = True
 
 
 class BusyError(TransientError):
     """`Message not accepted` (or numeric 400): refused or busy; a few retries, then rejected."""
 
+    busy = True
+
 
 class BadReplyError(TransientError):
     """A reply we could not parse; the raw body is kept, cut short."""
+
+    gateway_trouble = True
 
 
 class PermanentError(GatewayError):
@@ -120,6 +151,16 @@ class ReadTimeoutError(OutcomeUnknownError):
 
 class ConnectionDroppedError(OutcomeUnknownError):
     """The connection closed after the request was written."""
+
+
+class UnreadableReplyError(OutcomeUnknownError):
+    """HTTP 200 with a body that is none of the documented replies (a PHP error page, say).
+
+    The script ran and may have queued the message before it failed: looked up, never resent
+    blind. Like a 5xx it also says the gateway is in trouble.
+    """
+
+    gateway_trouble = True
 
 
 class AccountError(GatewayError):
@@ -307,6 +348,8 @@ def parse_send_reply(http_status: int, body: bytes | str) -> GatewayError | None
             return _error_for_text(error.strip())
     if http_status in _ACCOUNT_ERRORS or http_status == 400:
         return _error_for_code(http_status, None)
+    if http_status == 200:
+        return UnreadableReplyError(f"unreadable reply: {_cut(text)!r}", code=200, raw=_cut(text))
     return BadReplyError(f"unparseable reply (HTTP {http_status}): {_cut(text)!r}", raw=_cut(text))
 
 
@@ -336,37 +379,102 @@ def parse_report(http_status: int, body: bytes | str) -> Report:
     dlr_status = str(data.get("dlr_status") or "").strip().lower() or None
     dlr_error = str(data.get("dlr_error") or "").strip() or None
     known = {"status", "queue_status", "queue_error", "dlr_status", "dlr_error", "sms_cost"}
-    common = {
-        "queue_status": queue_status,
-        "dlr_status": dlr_status,
-        "dlr_error": dlr_error,
-        "cost": _cost(data.get("sms_cost")),
-        "raw": _cut(text),
-        "extra": {k: v for k, v in data.items() if k not in known},
-    }
+    report = partial(
+        Report,
+        queue_status=queue_status,
+        dlr_status=dlr_status,
+        dlr_error=dlr_error,
+        cost=_cost(data.get("sms_cost")),
+        raw=_cut(text),
+        extra={k: v for k, v in data.items() if k not in known},
+    )
     if not _truthy(data.get("status")):
         if queue_status == "notfound":
-            return Report(ReportState.NOT_FOUND, **common)
+            return report(ReportState.NOT_FOUND)
         error = data.get("error")
         if isinstance(error, str) and error.strip():
             raise _error_for_text(error.strip())
         raise BadReplyError(f"unparseable report: {_cut(text)!r}", raw=_cut(text))
     if "dlr_exist" in data and not _truthy(data.get("dlr_exist")):
-        return Report(ReportState.DELETED, **common)
+        return report(ReportState.DELETED)
     if queue_status == "pending":
-        return Report(ReportState.PENDING, **common)
+        return report(ReportState.PENDING)
     if dlr_status in (None, "sending", "sent", "submitted", "enroute", "accepted", "buffered"):
-        return Report(ReportState.SENDING, **common)
+        return report(ReportState.SENDING)
     if dlr_status in ("delivered", "delivrd"):
-        return Report(ReportState.DELIVERED, **common)
+        return report(ReportState.DELIVERED)
     if dlr_status in FAILURE_WORDS:
-        return Report(ReportState.FAILED, **common)
+        return report(ReportState.FAILED)
     if dlr_status == "notfound":
-        return Report(ReportState.DELETED, **common)
-    return Report(ReportState.OTHER, **common)
+        return report(ReportState.DELETED)
+    return report(ReportState.OTHER)
 
 
 # --- the client -----------------------------------------------------------------------------
+
+
+class Withheld(Exception):
+    """The caller's guard said no at the last moment: nothing was written to the wire."""
+
+
+_guard = threading.local()
+
+
+def _ask_guard() -> None:
+    check = getattr(_guard, "check", None)
+    if check is not None and not check():
+        raise Withheld("withheld: the claim lapsed before the request left")
+
+
+class _GuardedConnection(urllib3.connection.HTTPConnection):
+    """Asks the calling thread's guard right before each write to the socket.
+
+    A sender checks its claim before each request, but a process stopped (SIGSTOP, a frozen
+    VM) between that check and the write wakes up and sends a message someone else may have
+    taken over. Everything requests and urllib3 do before the write (pool look-up, building
+    the request, opening the connection) happens under the GIL with other sender threads, so
+    it can take milliseconds; asking here leaves only a few bytecodes between the last "yes"
+    and the kernel. The request line and headers go in one write and the form body in the
+    next: a guard that says no between them leaves the gateway half a request, which it
+    never acts on, and the connection is closed.
+    """
+
+    def send(self, data: Any) -> None:
+        _write_when_held(self, data, super().send)
+
+
+class _GuardedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def send(self, data: Any) -> None:
+        _write_when_held(self, data, super().send)
+
+
+def _write_when_held(
+    conn: urllib3.connection.HTTPConnection, data: Any, write: Callable[[Any], None]
+) -> None:
+    if conn.sock is None:
+        conn.connect()  # may take a while: the guard is asked after it, not before
+    _ask_guard()
+    write(data)
+
+
+class _GuardedPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _GuardedConnection
+
+
+class _GuardedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """Withholds a request whose claim lapsed: once before any work, once before each write."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedPool, "https": _GuardedHTTPSPool}
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        _ask_guard()  # cheap, and spares opening a connection for nothing
+        return super().send(request, *args, **kwargs)
 
 
 class GatewayClient:
@@ -390,7 +498,7 @@ class GatewayClient:
         self.timeout = (connect_timeout, timeout)
         self._session = requests.Session()
         # No retries below us: a retried POST could send an SMS twice.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        adapter = _GuardedAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["User-Agent"] = USER_AGENT
@@ -398,11 +506,15 @@ class GatewayClient:
         # which cost as much as the request itself; read them once, here.
         self._session.proxies = requests.utils.get_environ_proxies(self.base_url)
         self._session.trust_env = False
+        # The hook runs before requests even builds the redirected request (which fails on a
+        # Location that is not UTF-8), so a 3xx becomes our error and nothing else happens.
+        self._session.hooks["response"].append(_refuse_redirect)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int | None = None) -> GatewayClient:
+        settings.require_gateway()  # no address or key: a one-line SettingsError, not a crash
         return cls(
-            settings.gateway_url,
+            settings.gateway_url or "",
             settings.gateway_key.get_secret_value(),
             method=settings.gateway_method,
             response=settings.gateway_response,
@@ -427,9 +539,16 @@ class GatewayClient:
         url = self.base_url + path
         payload = {"key": self._key, **params}
         try:
+            # Never follow a redirect: requests would re-send the key (and, for 307/308, the
+            # number and text) to the host the reply names.
             if self.method == "GET":
-                return self._session.get(url, params=payload, timeout=self.timeout)
-            return self._session.post(url, data=payload, timeout=self.timeout)
+                reply = self._session.get(
+                    url, params=payload, timeout=self.timeout, allow_redirects=False
+                )
+            else:
+                reply = self._session.post(
+                    url, data=payload, timeout=self.timeout, allow_redirects=False
+                )
         # Each branch builds its own message: requests' own text holds the URL, and in GET
         # mode the URL holds the key. `from None` keeps it out of tracebacks too.
         except requests.exceptions.ConnectTimeout:
@@ -442,17 +561,40 @@ class GatewayClient:
             raise ConnectionDroppedError("connection dropped before a reply came") from None
         except requests.exceptions.RequestException as exc:
             raise ConnectionDroppedError(f"request failed: {type(exc).__name__}") from None
+        return reply
 
-    def send(self, mobile: str, sender: str, text: str, ref: str) -> SendResult:
-        """Submit one message; every failure comes back as an outcome, never raised."""
+    def send(
+        self,
+        mobile: str,
+        sender: str,
+        text: str,
+        ref: str,
+        *,
+        guard: Callable[[], bool] | None = None,
+    ) -> SendResult:
+        """Submit one message; every failure comes back as an outcome, never raised.
+
+        `guard` is asked at the last moment before the request is written; when it says no,
+        `Withheld` is raised and nothing reached the gateway.
+        """
         params = {"mobile": mobile, "sender": sender, "msgtext": text, "ref": ref}
         if self.response == "json":
             params["response"] = "json"
+        started = time.perf_counter()
+        _guard.check = guard
         try:
             reply = self._request(SEND_PATH, params)
             error = parse_send_reply(reply.status_code, reply.content)
         except GatewayError as exc:
             error = exc
+        finally:
+            _guard.check = None
+        counters.gateway_request(  # metrics: outcome kind, code and latency (issue 12)
+            "send_sms.php",
+            counters.kind_of(error),
+            200 if error is None else error.code,
+            time.perf_counter() - started,
+        )
         if error is None:
             return SendResult(Outcome.ACCEPTED, ref, code=200)
         if isinstance(error, MissingParameterError):
@@ -463,8 +605,47 @@ class GatewayClient:
 
     def report(self, mobile: str, ref: str) -> Report:
         """The delivery report of one message; raises GatewayError when none could be had."""
-        reply = self._request(REPORT_PATH, {"full_number": mobile, "ref": ref})
-        return parse_report(reply.status_code, reply.content)
+        started = time.perf_counter()
+        try:
+            reply = self._request(REPORT_PATH, {"full_number": mobile, "ref": ref})
+            report = parse_report(reply.status_code, reply.content)
+        except GatewayError as exc:  # metrics (issue 12): counted, then raised as before
+            counters.gateway_request(
+                "dlr.php", counters.kind_of(exc), exc.code, time.perf_counter() - started
+            )
+            raise
+        counters.gateway_request(
+            "dlr.php", report.state.value, reply.status_code, time.perf_counter() - started
+        )
+        return report
+
+
+def _refuse_redirect(reply: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    if 300 <= reply.status_code <= 399:
+        target = _redirect_host(reply.url, reply.headers.get("Location"))
+        reply.close()
+        raise RedirectError(
+            f"the gateway redirects to {target} (HTTP {reply.status_code}); not followed: "
+            "set SMS_GATEWAY_URL to the gateway's real address",
+            code=reply.status_code,
+        )
+    return reply
+
+
+def _redirect_host(url: str, location: str | None) -> str:
+    """Scheme, host and port of a redirect's target; never its path or query (may hold the key)."""
+    if not location:
+        return "nowhere (no Location header)"
+    parts = urlsplit(urljoin(url, location.strip()))
+    if not parts.netloc:
+        return "an unusable address"
+    host = parts.hostname or "?"
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number
+        port = ""
+    return f"{parts.scheme}://{host}{port}"
 
 
 def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:

@@ -16,6 +16,23 @@ log = logging.getLogger("sms.notices")
 
 SEND_BATCH = "sms.send_batch"
 POLL_REPORTS = "sms.poll_reports"
+# Sends (a queue per lane, highest first), look-ups and ticks each have a queue, so a
+# backlog of one never delays the others.
+LANE_QUEUES = {"high": "sms.high", "normal": "sms.normal", "low": "sms.low"}
+SEND_QUEUES = tuple(LANE_QUEUES.values())
+TRACK_QUEUE = "sms.track"
+TICK_QUEUE = "sms.ticks"
+WEBHOOK_QUEUE = "sms.webhooks"
+# A worker without -Q takes all of them, in turn. `sms-dispatch run` and compose give sends,
+# the high lane, look-ups with ticks, and webhooks separate workers instead.
+QUEUES = (
+    TICK_QUEUE,
+    LANE_QUEUES["high"],
+    LANE_QUEUES["normal"],
+    TRACK_QUEUE,
+    LANE_QUEUES["low"],
+    WEBHOOK_QUEUE,
+)
 HALT_TTL = 7 * 86400  # a halt flag outlives any batch; resume removes it
 
 
@@ -28,13 +45,19 @@ def _halt_key(campaign_id: int) -> str:
 
 
 def issue_batches(
-    app: Celery, client: redis.Redis, campaign_id: int, batches: Iterable[int], lease: float
+    app: Celery,
+    client: redis.Redis,
+    campaign_id: int,
+    batches: Iterable[int],
+    lease: float,
+    lane: str = "normal",
 ) -> int:
     """Send a `send_batch` notice for each batch that has no live one; returns how many."""
+    queue = LANE_QUEUES.get(lane, LANE_QUEUES["normal"])
     issued = 0
     for batch in batches:
         if client.set(_notice_key(campaign_id, batch), 1, nx=True, ex=max(1, int(lease))):
-            app.send_task(SEND_BATCH, kwargs={"campaign": campaign_id, "batch": batch})
+            app.send_task(SEND_BATCH, kwargs={"campaign": campaign_id, "batch": batch}, queue=queue)
             issued += 1
     return issued
 

@@ -14,9 +14,10 @@ import redis
 import sqlalchemy as sa
 
 from config import Settings, get_settings
+from workers import counters
 from workers.database import dispose_engines, ensure_schema
 from workers.gateway import GatewayClient
-from workers.throttle import RateLimiter, SlotFeeder, bucket_key
+from workers.throttle import RateLimiter, SendGuard, SlotFeeder, bucket_key
 
 
 @dataclass
@@ -27,14 +28,16 @@ class Runtime:
     gateway: GatewayClient
     send_feeder: SlotFeeder
     poll_feeder: SlotFeeder
+    send_guard: SendGuard
     pool: ThreadPoolExecutor
     pid: int = field(default_factory=os.getpid)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         client = redis.Redis.from_url(settings.redis_url)
+        counters.bind(client)  # gateway and rate-limit metrics go to this Redis (issue 12)
         key = settings.gateway_key.get_secret_value()
-        url = settings.gateway_url
+        url = settings.gateway_url or ""  # unset: GatewayClient.from_settings below raises
         send = RateLimiter(client, bucket_key("send", url, key), settings.send_rate)
         poll = RateLimiter(client, bucket_key("poll", url, key), settings.poll_rate)
         return cls(
@@ -44,6 +47,7 @@ class Runtime:
             gateway=GatewayClient.from_settings(settings),
             send_feeder=SlotFeeder(send, settings.concurrency),
             poll_feeder=SlotFeeder(poll, settings.concurrency),
+            send_guard=SendGuard(client, send.key, settings.send_rate, settings.reserved_high),
             pool=ThreadPoolExecutor(settings.concurrency, thread_name_prefix="sms-send"),
         )
 

@@ -5,75 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import CroniterBadDateError, CroniterError, croniter
+from croniter import CroniterError, croniter
 
-from workers.timing import TimingError, zone
+from workers.wallclock import TimingError, require_utc, wall_instants, zone
 
 MAX_SLOTS = 10_000  # slots one call may list; more means a typo'd cron or a vast range
 CRON_EXAMPLE = "'0 9 * * MON-FRI'"
 
-# Any fixed instant does to ask croniter whether an expression ever fires: one that never
-# fires (30 February) never does from anywhere.
-_PROBE = datetime(2000, 1, 1)
-
 # Walking back from `now`, start this far past its wall time: in a repeated fall-back hour a
 # wall time later than now's may still be an instant before now.
 _BACK_MARGIN = timedelta(days=1)
-
-
-def validate_cron(expr: str) -> str:
-    """The expression with its spacing tidied; TimingError (one line) if croniter refuses it.
-
-    Five fields (minute hour day-of-month month day-of-week) or an alias such as `@daily`;
-    croniter's optional seconds field is refused, a schedule firing every second is a mistake.
-    """
-    text = " ".join(expr.split())
-    if not text:
-        raise TimingError(f"--cron is empty (like {CRON_EXAMPLE})")
-    if not text.startswith("@") and len(text.split()) != 5:
-        raise TimingError(
-            f"--cron {expr!r} needs five fields: minute hour day-of-month month day-of-week"
-            f" (like {CRON_EXAMPLE})"
-        )
-    if not croniter.is_valid(text):
-        raise TimingError(f"--cron {expr!r} is not a valid cron expression (like {CRON_EXAMPLE})")
-    try:
-        croniter(text, _PROBE).get_next(datetime)
-    except CroniterBadDateError:
-        raise TimingError(f"--cron {expr!r} never fires") from None
-    return text
-
-
-def wall_instants(wall: datetime, tz: ZoneInfo) -> tuple[datetime, ...]:
-    """The UTC instants at which the naive local `wall` time happens in `tz`, earliest first.
-
-    One instant usually; two for a time a fall-back change repeats; for a time a spring-forward
-    change skips, the one instant the clock jumps at (the gap's end, 02:30 -> 03:00).
-    """
-    first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
-    second = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
-    if first == second:
-        return (first,)
-    if first.astimezone(tz).replace(tzinfo=None) == wall:
-        return (min(first, second), max(first, second))
-    return (_gap_end(min(first, second), max(first, second), tz),)
-
-
-def _gap_end(before: datetime, after: datetime, tz: ZoneInfo) -> datetime:
-    """The transition instant in (before, after], where the offset becomes `after`'s."""
-    # zoneinfo has no public list of transitions; tzdata's are whole seconds, so bisect those.
-    target = after.astimezone(tz).utcoffset()
-    low, high = int(before.timestamp()), int(after.timestamp())
-    while high - low > 1:
-        middle = (low + high) // 2
-        if datetime.fromtimestamp(middle, tz).utcoffset() == target:
-            high = middle
-        else:
-            low = middle
-    return datetime.fromtimestamp(high, UTC)
 
 
 def slots_between(expr: str, tz: str, after: datetime, until: datetime) -> list[datetime]:
@@ -204,13 +148,5 @@ def _cron(expr: str, start: datetime) -> croniter:
         return croniter(expr, start)
     except (ValueError, KeyError):  # croniter's own errors are ValueErrors
         raise TimingError(
-            f"--cron {expr!r} is not a valid cron expression (like {CRON_EXAMPLE})"
+            f"cron {expr!r} is not a valid cron expression (like {CRON_EXAMPLE})"
         ) from None
-
-
-def require_utc(at: datetime, name: str) -> datetime:
-    """`at` in UTC; ValueError for a naive datetime."""
-    if at.tzinfo is None or at.utcoffset() is None:
-        # A programming error, not the user's: naive datetimes would silently mean server time.
-        raise ValueError(f"{name} must be a timezone-aware datetime, got {at!r}")
-    return at.astimezone(UTC)

@@ -8,17 +8,16 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 
-from workers import slots
-from workers.slots import (
+from dispatcher.time_options import validate_cron
+from workers import cron
+from workers.cron import (
     MAX_SLOTS,
     SlotDecision,
     due_slots,
     next_slot,
     slots_between,
-    validate_cron,
-    wall_instants,
 )
-from workers.timing import TimingError
+from workers.wallclock import TimingError, wall_instants
 
 STOCKHOLM = "Europe/Stockholm"
 HOUR = 3600.0
@@ -277,4 +276,4 @@ def test_a_long_outage_around_a_dst_change_walks_back_without_doubles() -> None:
     assert decision.truncated
     everything = [*decision.missed, decision.fire]
     assert everything == sorted(set(everything))
-    assert len(everything) == slots.MAX_SLOTS
+    assert len(everything) == cron.MAX_SLOTS
