@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
-import time
 from decimal import Decimal
 
 import pytest
@@ -93,6 +93,42 @@ def test_scrape_counts_and_cost_equal_the_ledger(scrape):
     assert found["sms_accepted_to_final_seconds_count"][0][1] == 57
     # No number, ref or text in any label.
     assert "4670" not in "".join(str(lab) for series in found.values() for lab, _ in series)
+
+
+_CHILD = """
+import sys, redis
+from workers import counters
+counters.FLUSH_EVERY = 3600  # only the SIGTERM handler can write these
+counters.bind(redis.Redis.from_url(sys.argv[1]))
+counters.flush_before_sigterm()
+for status in ["delivered"] * 5 + ["undelivered"] * 2:
+    counters.bump(counters.FINALIZED, status)
+print("counted", flush=True)
+sys.stdin.read()  # waits here until the signal comes
+"""
+
+
+def test_a_pool_child_stopped_by_sigterm_keeps_what_it_counted(redis_client):
+    # What a Celery pool child does when a service manager signals the whole group: Celery
+    # leaves SIGTERM at its default there, so without the handler these bumps are lost.
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, REDIS_URL],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "counted\n"
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(10) == -signal.SIGTERM  # it still dies of the signal
+    finally:
+        child.kill()
+    stored = redis_client.hgetall("sms:metrics:sms_messages_finalized_total")
+    assert {k.decode(): float(v) for k, v in stored.items()} == {
+        '["delivered"]': 5.0,
+        '["undelivered"]': 2.0,
+    }
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) not installed")
@@ -195,8 +231,18 @@ def test_live_metrics_during_a_campaign_equal_status_json(
                 timeout=180,
                 what="the campaign to complete",
             )
-        time.sleep(1)  # the workers' last counter flush
-        body = requests.get(url, timeout=5).text
+        # The workers were stopped the moment the campaign completed (SIGTERM to the whole
+        # group, as a service manager does): what they counted last must still be there.
+        want = {k: float(v) for k, v in status["counts"].items()}
+
+        def flushed() -> str | None:
+            text = requests.get(url, timeout=5).text
+            finalized = {
+                lab["status"]: v for lab, v in samples(text)["sms_messages_finalized_total"]
+            }
+            return text if finalized == want else None
+
+        body = wait_for(flushed, timeout=10, what="the workers' counters to match status.json")
     finally:
         server.stop()
     found = samples(body)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 from kombu import Exchange, Queue
 
 from config import get_settings
+from workers import counters
 from workers.database import dispose_engines
 from workers.notices import (
     LANE_QUEUES,
@@ -98,6 +99,13 @@ app = create_app()
 def _after_fork(**_: object) -> None:
     # Pooled connections inherited from the parent must not be shared with it.
     dispose_engines()
+    counters.flush_before_sigterm()
+
+
+@worker_process_shutdown.connect
+def _before_exit(**_: object) -> None:
+    # Pool children leave with os._exit, which skips atexit: write the counters' buffer now.
+    counters.flush()
 
 
 @worker_ready.connect

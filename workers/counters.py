@@ -3,7 +3,8 @@
 Redis rather than prometheus-client's multiprocess mode: workers on several machines add to
 the same numbers, and `/metrics` on any machine reads them. Bumps are buffered in memory and
 written every FLUSH_EVERY seconds in one pipeline, so the hot path never waits on Redis; a
-worker killed outright loses at most that much, which a counter can afford.
+worker killed outright loses at most that much, which a counter can afford. A pool child
+that SIGTERM ends (a service manager stops the whole group) writes its buffer first.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import bisect
 import json
 import logging
 import os
+import signal
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
@@ -194,6 +196,29 @@ def unbind() -> None:
 def flush() -> None:
     if _recorder is not None:
         _recorder.flush()
+
+
+TERM_FLUSH_WAIT = 2.0
+
+
+def flush_before_sigterm() -> None:
+    """In a Celery pool child: write the buffer when SIGTERM comes, then die of it as before.
+
+    Celery leaves SIGTERM at its default in pool children, and a service manager that stops
+    the worker signals the whole group, so a child would vanish with up to FLUSH_EVERY of
+    bumps; the last messages of a campaign would then be missing from the counters. The write
+    runs in a thread that the handler waits for at most TERM_FLUSH_WAIT: the interrupted main
+    thread may hold the recorder's or the Redis pool's lock, and a stop must never hang.
+    """
+
+    def on_term(signum: int, _frame: object) -> None:
+        writer = threading.Thread(target=flush, name="sms-counters-last", daemon=True)
+        writer.start()
+        writer.join(TERM_FLUSH_WAIT)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 atexit.register(flush)
