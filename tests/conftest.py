@@ -198,7 +198,8 @@ def setup(db_url, sim, redis_client, make_settings):
     runtimes: list[Runtime] = []
 
     def build(**overrides: Any) -> Runtime:
-        rt = Runtime.build(make_settings(database_url=db_url, gateway_url=sim.url, **overrides))
+        values = {"database_url": db_url, "gateway_url": sim.url, **overrides}
+        rt = Runtime.build(make_settings(**values))
         runtimes.append(rt)
         return rt
 

@@ -25,6 +25,7 @@ from workers.gateway import (
     ReadTimeoutError,
     ReportState,
     ServerError,
+    ServerFailedMidwayError,
     UnreadableReplyError,
     Withheld,
     parse_report,
@@ -263,6 +264,23 @@ def test_garbage_at_200_is_looked_up_before_any_resend_with_the_raw_body_cut_sho
     assert error.outcome is Outcome.UNKNOWN and error.gateway_trouble
     assert error.raw is not None and error.raw.startswith("<html><body>Fatal error")
     assert len(error.raw) <= 201
+
+
+@pytest.mark.parametrize("status", [500, 502, 504, 507])
+def test_a_5xx_other_than_503_is_looked_up_before_any_resend(status):
+    # A proxy's 504 or 502, or the script dying part way (500): the message may be queued.
+    error = parse_send_reply(status, b"<html><center>nginx</center></html>")
+    assert isinstance(error, ServerFailedMidwayError)
+    assert error.outcome is Outcome.UNKNOWN and error.gateway_trouble and error.code == status
+
+
+def test_503_is_turned_away_unread_and_a_5xx_to_a_look_up_is_only_trouble():
+    error = parse_send_reply(503, b"<html>503 Service Temporarily Unavailable</html>")
+    assert isinstance(error, ServerError) and error.outcome is Outcome.RETRY
+    # A look-up changes nothing at the gateway: asking again after any 5xx is safe.
+    for status in (500, 502, 503, 504):
+        with pytest.raises(ServerError):
+            parse_report(status, b"<html>error</html>")
 
 
 def test_garbage_from_another_status_is_retried():

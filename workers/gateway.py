@@ -112,7 +112,7 @@ class RedirectError(ConnectError):
 
 
 class ServerError(TransientError):
-    """The gateway answered with an HTTP 5xx."""
+    """HTTP 503, or any 5xx to a look-up: the request was not taken, asking again is safe."""
 
     gateway_trouble = True
 
@@ -158,6 +158,20 @@ class UnreadableReplyError(OutcomeUnknownError):
 
     The script ran and may have queued the message before it failed: looked up, never resent
     blind. Like a 5xx it also says the gateway is in trouble.
+    """
+
+    gateway_trouble = True
+
+
+class ServerFailedMidwayError(OutcomeUnknownError):
+    """HTTP 5xx other than 503 to a send: the message may have been taken before it failed.
+
+    A proxy in front of the gateway answers 504 when the script took longer than it waits,
+    and 502 when the script's connection broke; the script itself answers 500 when it dies
+    part way. In each the script may already have queued the message, so it is looked up
+    before any resend. Only 503 says the request was turned away unread. Like every 5xx this
+    is gateway trouble; the circuit opens after a run of them, so few messages ever pay the
+    look-up.
     """
 
     gateway_trouble = True
@@ -327,8 +341,14 @@ def _error_for_text(text: str) -> GatewayError:
 def parse_send_reply(http_status: int, body: bytes | str) -> GatewayError | None:
     """None when the reply means accepted, else the error it stands for."""
     text = _clean(body)
-    if 500 <= http_status <= 599:
+    if http_status == 503:
         return ServerError(f"gateway error (HTTP {http_status})", code=http_status, raw=_cut(text))
+    if 500 <= http_status <= 599:
+        return ServerFailedMidwayError(
+            f"gateway error (HTTP {http_status}); the message may have been taken",
+            code=http_status,
+            raw=_cut(text),
+        )
     code = _as_int(text)
     if code is not None:
         return _error_for_code(code, None)
