@@ -685,7 +685,7 @@ def load_campaign(
                 finished_at=utcnow() if state is CampaignState.COMPLETED else None,
             )
         )
-        with engine.begin() as conn:
+        with outbox.transaction(engine) as conn:
             conn.execute(flip)
             outbox.finals_of_load(conn, campaign_id)  # webhook: rows final from the start
             if state is CampaignState.RUNNING:

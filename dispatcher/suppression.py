@@ -195,7 +195,7 @@ def add_opt_outs(engine: sa.Engine, entries: Iterable[OptOut], source: str) -> A
     if not wanted:
         return result
     numbers = sorted(wanted)
-    with engine.begin() as conn:
+    with outbox.transaction(engine) as conn:
         existing: set[str] = set()
         for part in _chunks(numbers):
             existing |= set(
@@ -258,7 +258,7 @@ def stop_queued(conn: sa.Connection, numbers: list[str], now: datetime) -> int:
 
 def stop_waiting(engine: sa.Engine, numbers: Iterable[str]) -> int:
     """Suppress the waiting messages of numbers that just opted out; returns how many."""
-    with engine.begin() as conn:
+    with outbox.transaction(engine) as conn:
         return stop_queued(conn, sorted(set(numbers)), utcnow())
 
 

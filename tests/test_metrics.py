@@ -131,6 +131,67 @@ def test_a_pool_child_stopped_by_sigterm_keeps_what_it_counted(redis_client):
     }
 
 
+_REFUSE_COMMIT = (
+    "CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql"
+    " AS $$ BEGIN RAISE EXCEPTION 'commit refused'; END $$",
+    # Deferred: the UPDATE itself goes through, the COMMIT fails, as when the database goes
+    # away between a transaction's last statement and its commit.
+    "CREATE CONSTRAINT TRIGGER refuse_commit AFTER UPDATE ON message"
+    " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_commit()",
+)
+_ALLOW_COMMIT = (
+    "DROP TRIGGER IF EXISTS refuse_commit ON message",
+    "DROP FUNCTION IF EXISTS refuse_commit()",
+)
+
+
+def test_a_commit_that_fails_counts_nothing_and_the_next_try_counts_once(
+    pg_url, sim, redis_client, make_settings, tmp_path
+):
+    import sqlalchemy as sa
+
+    from tests.conftest import _clean
+    from tests.test_sending import load
+    from workers import claims, counters, fencing
+    from workers.ledger import Status, utcnow
+    from workers.lifecycle import Change
+    from workers.runtime import Runtime
+
+    def finalized() -> dict[str, float]:
+        counters.flush()
+        stored = redis_client.hgetall("sms:metrics:sms_messages_finalized_total")
+        return {json.loads(k)[0]: float(v) for k, v in stored.items()}
+
+    _clean(pg_url)
+    rt = Runtime.build(make_settings(database_url=pg_url, gateway_url=sim.url))
+    try:
+        cid = load(rt, tmp_path, 5)
+        token = fencing.new_token(fencing.redis_epoch(rt.redis))
+        claimed = claims.claim_batch(rt.engine, cid, 0, limit=10, lease=30, token=token)
+        now = utcnow()
+        refused = [
+            Change(c.id, Status.REJECTED, expect=Status.SUBMITTING, claim=token, final_at=now)
+            for c in claimed
+        ]
+        with rt.engine.begin() as conn:
+            for statement in _REFUSE_COMMIT:
+                conn.exec_driver_sql(statement)
+        with pytest.raises(sa.exc.DBAPIError, match="commit refused"):
+            claims.apply_changes(rt.engine, refused)
+        assert finalized() == {}  # the rows did not change, so nothing became final
+        with rt.engine.begin() as conn:
+            for statement in _ALLOW_COMMIT:
+                conn.exec_driver_sql(statement)
+        assert claims.apply_changes(rt.engine, refused) == 0  # none skipped: the rows waited
+        assert finalized() == {"rejected": 5.0}
+        assert ledger_reads.status_counts(rt.engine, cid) == {"rejected": 5}
+    finally:
+        with rt.engine.begin() as conn:
+            for statement in _ALLOW_COMMIT:
+                conn.exec_driver_sql(statement)
+        rt.close()
+
+
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) not installed")
 def test_promtool_accepts_a_live_scrape(scrape):
     _, _, text = scrape

@@ -95,7 +95,7 @@ def resume(engine: sa.Engine, campaign_id: int) -> CampaignState:
 def cancel(engine: sa.Engine, campaign_id: int) -> int:
     """Cancel a campaign: every message not yet handed to the gateway becomes cancelled."""
     now = utcnow()
-    with engine.begin() as conn:
+    with outbox.transaction(engine) as conn:
         row = conn.execute(
             sa.select(campaigns.c.state).where(campaigns.c.id == campaign_id)
         ).first()
@@ -164,7 +164,7 @@ def cancel_leftovers(engine: sa.Engine) -> int:
     """Messages of cancelled campaigns that came back from a batch unsent become cancelled."""
     now = utcnow()
     cancelled = sa.select(campaigns.c.id).where(campaigns.c.state == CampaignState.CANCELLED)
-    with engine.begin() as conn:
+    with outbox.transaction(engine) as conn:
         result = conn.execute(
             sa.update(messages)
             .where(messages.c.status == Status.QUEUED, messages.c.campaign_id.in_(cancelled))
@@ -184,7 +184,7 @@ def expire_waiting(engine: sa.Engine, default_validity: float) -> int:
     now = utcnow()
     validity = sa.func.coalesce(campaigns.c.validity, default_validity)
     expired = 0
-    with engine.begin() as conn:
+    with outbox.transaction(engine) as conn:
         rows = conn.execute(
             sa.select(campaigns.c.id, campaigns.c.started_at, validity).where(
                 campaigns.c.state == CampaignState.RUNNING, campaigns.c.started_at.is_not(None)
@@ -213,7 +213,7 @@ def expire_waiting(engine: sa.Engine, default_validity: float) -> int:
 def skip_past_deadline(engine: sa.Engine) -> int:
     """Waiting messages whose own deadline passed become `skipped`: never sent late."""
     now = utcnow()
-    with engine.begin() as conn:
+    with outbox.transaction(engine) as conn:
         result = conn.execute(
             sa.update(messages)
             .where(

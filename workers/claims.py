@@ -187,7 +187,7 @@ def apply_changes(engine: sa.Engine, changes: Sequence[Change]) -> int:
     """
     if not changes:
         return 0
-    with engine.begin() as conn:
+    with outbox.transaction(engine) as conn:
         if conn.dialect.name == "postgresql":
             applied = _apply_in_one_statement(conn, changes)
         else:

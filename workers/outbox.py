@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -113,17 +114,49 @@ def _message(row: Any) -> dict[str, Any]:
     }
 
 
+# --- metrics that count only what committed -------------------------------------------------
+
+_HELD = "sms.counted_on_commit"
+
+
+@contextmanager
+def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """`engine.begin()`, whose metric bumps land only once the transaction has committed.
+
+    A commit that fails leaves the rows as they were; they are made final again later, and a
+    bump made before the failure would count them twice.
+    """
+    held: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+    with engine.begin() as conn:
+        conn.info[_HELD] = held
+        try:
+            yield conn
+        finally:
+            conn.info.pop(_HELD, None)
+    for bump, args in held:  # reached only when the commit went through
+        bump(*args)
+
+
+def _count(conn: sa.Connection, bump: Callable[..., None], *args: Any) -> None:
+    # Outside `transaction` (a caller with its own connection): counted at once, as before.
+    held = conn.info.get(_HELD)
+    if held is None:
+        bump(*args)
+    else:
+        held.append((bump, args))
+
+
 def _messages_final(conn: sa.Connection, rows: Sequence[Any]) -> int:
     """message.final events for these rows (sorted by campaign, then id), and the metrics."""
     events: list[dict[str, Any]] = []
     by_campaign: dict[int, list[Any]] = {}
     for row in rows:
         by_campaign.setdefault(row.campaign_id, []).append(row)
-        counters.bump(counters.FINALIZED, row.status)
+        _count(conn, counters.bump, counters.FINALIZED, row.status)
         if row.accepted_at is not None and row.final_at is not None:
             seconds = (row.final_at - row.accepted_at).total_seconds()
-            counters.observe(counters.ACCEPTED_TO_FINAL, seconds)
-            counters.observe(counters.POLLS_PER_MESSAGE, row.poll_count)
+            _count(conn, counters.observe, counters.ACCEPTED_TO_FINAL, seconds)
+            _count(conn, counters.observe, counters.POLLS_PER_MESSAGE, row.poll_count)
     for campaign_id, group in by_campaign.items():
         group.sort(key=lambda r: r.id)
         for start in range(0, len(group), MAX_MESSAGES):
@@ -176,7 +209,7 @@ def after_changes(conn: sa.Connection, changes: Sequence[Any]) -> None:
         for row in rows:
             if row.accepted_at == accepted[row.id] and row.started_at is not None:
                 seconds = (row.accepted_at - row.started_at).total_seconds()
-                counters.observe(counters.SEND_TO_ACCEPTED, seconds)
+                _count(conn, counters.observe, counters.SEND_TO_ACCEPTED, seconds)
 
 
 def finals_at(conn: sa.Connection, final_at: datetime, *where: sa.ColumnElement[bool]) -> int:
