@@ -132,11 +132,13 @@ def test_sign_in_preview_send_watch_pause_resume_and_download(stack, tmp_path):
         wait_for(lambda: "/campaigns/" in driver.current_url, timeout=30, what="campaign page 2")
         second_id = int(driver.current_url.rsplit("/", 1)[1])
         assert second_id != first_id
-        driver.find_element(By.ID, "pause").click()
+        _click(driver, "pause")
         wait_for(lambda: _attr(driver, "[data-state]", "data-state") == "paused", 30, what="paused")
         assert cli_json("status", str(second_id), env=env)["state"] == "paused"
-        assert "paused by operator" in driver.find_element(By.ID, "live").text
-        driver.find_element(By.ID, "resume").click()
+        wait_for(
+            lambda: "paused by operator" in (_text(driver, "live") or ""), 30, what="the reason"
+        )
+        _click(driver, "resume")
         wait_for(
             lambda: _attr(driver, "[data-state]", "data-state") == "running", 30, what="resumed"
         )
@@ -147,7 +149,7 @@ def test_sign_in_preview_send_watch_pause_resume_and_download(stack, tmp_path):
         )
 
         # The report as the browser downloads it is the file the CLI writes.
-        driver.find_element(By.ID, "report").click()
+        _click(driver, "report")
         saved = downloads / f"campaign-{second_id}.csv"
         wait_for(saved.exists, timeout=30, what="the download")
         cli("report", str(second_id), "--out", str(tmp_path / "cli.csv"), env=env)
@@ -158,6 +160,21 @@ def test_sign_in_preview_send_watch_pause_resume_and_download(stack, tmp_path):
     log = api.output()
     for secret in (token, "4670300", "your order is ready", "Zoë"):
         assert secret not in log
+
+
+def _click(driver, element_id: str) -> None:
+    """Click what the page shows now: the campaign page redraws its controls every 2 s, so an
+    element found a moment ago may be gone (a click on it raises and is not delivered)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    def clicked() -> bool:
+        try:
+            driver.find_element("id", element_id).click()
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+        return True
+
+    wait_for(clicked, timeout=30, interval=0.1, what=f"#{element_id} to take a click")
 
 
 def _text(driver, element_id: str) -> str | None:
