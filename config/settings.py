@@ -127,7 +127,8 @@ class Settings(BaseSettings):
     # How long a batch's claim on its messages lasts without a renewal (renewed every quarter
     # of it): a worker that dies loses its claims this long after, a paused one stops sending.
     submit_lease: Duration = 10.0
-    # A batch notice blocks a second notice for the same batch this long at most.
+    # A batch notice blocks a second notice for the same batch this long at most; report
+    # look-ups handed out are leased as long (a killed worker's are issued again after it).
     notice_lease: Duration = 30.0
     # This many gateway-trouble answers in a row (any worker) open the gateway circuit.
     circuit_threshold: int = Field(10, ge=1)

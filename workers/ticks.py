@@ -68,7 +68,9 @@ def poll_due(rt: Runtime, app: Celery) -> dict[str, int]:
         return {"leased": 0, "completed": len(completed)}
     # Claim about two ticks' worth at the poll rate: more would only wait in the queue.
     limit = max(settings.poll_chunk, int(settings.poll_rate * settings.poll_interval * 2))
-    lease = max(30.0, limit / settings.poll_rate * 2)
+    # A look-up notice lost with a killed worker is issued again once this lease lapses: the
+    # same bound as a batch notice's, but never shorter than working through the chunk takes.
+    lease = max(settings.notice_lease, limit / settings.poll_rate * 2)
     ids = claims.claim_lookups(rt.engine, limit=limit, lease=lease)
     chunk = settings.poll_chunk
     for start in range(0, len(ids), chunk):
