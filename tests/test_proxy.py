@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +55,15 @@ http {{
 """
 
 
-@pytest.fixture
-def proxy(sim, tmp_path: Path) -> Iterator[str]:
-    """nginx on a free port, proxying to the simulator; yields its URL."""
+@contextmanager
+def nginx(upstream: str, folder: Path) -> Iterator[str]:
+    """nginx on a free port, proxying to `upstream`; yields its URL."""
     if NGINX is None:
         unavailable("nginx (Debian package nginx-light)", FileNotFoundError("nginx"))
     port = free_port()
-    folder = tmp_path / "nginx"
     folder.mkdir()
     conf = folder / "nginx.conf"
-    conf.write_text(_CONF.format(dir=folder, port=port, upstream=sim.url, wait=PROXY_WAIT))
+    conf.write_text(_CONF.format(dir=folder, port=port, upstream=upstream, wait=PROXY_WAIT))
     proc = subprocess.Popen(
         [NGINX, "-p", str(folder), "-c", str(conf), "-e", str(folder / "error.log")],
         stdout=subprocess.DEVNULL,
@@ -89,6 +89,13 @@ def proxy(sim, tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def proxy(sim, tmp_path: Path) -> Iterator[str]:
+    """nginx in front of the simulator; yields its URL."""
+    with nginx(sim.url, tmp_path / "nginx") as url:
+        yield url
 
 
 @pytest.fixture
@@ -163,3 +170,34 @@ def test_a_run_of_proxy_504s_opens_the_circuit(behind_proxy, sim, tmp_path):
     drain(rt, cid)
     assert counts(rt, cid) == {"delivered": 6}
     assert sim.stats()["duplicates"] == 0
+
+
+def test_a_gateway_down_behind_the_proxy_fails_nothing_and_sends_once(setup, tmp_path, figure):
+    # The gateway's server is down and nginx answers 502 for it (connection refused behind
+    # the proxy): the common shape of an outage when a proxy fronts the gateway. Nothing may
+    # fail for it, nothing may go twice, and the campaign finishes by itself once it is back.
+    from simulator.config import SimulatorConfig
+    from simulator.server import SimulatorThread
+
+    port = free_port()  # where the gateway will listen once it is back
+    with nginx(f"http://127.0.0.1:{port}", tmp_path / "nginx") as url:
+        rt = setup(gateway_url=url, circuit_threshold=3, max_attempts=2)
+        cid = load(rt, tmp_path, 12)
+        drain(rt, cid, rounds=5)
+        during = counts(rt, cid)
+        state = circuit.state(rt.redis)
+        config = SimulatorConfig(port=port, key=TEST_KEY, pending=0.2, sending=0.3, seed=1)
+        with SimulatorThread(config) as gateway:
+            back = time.monotonic()
+            rt.redis.delete(circuit.PROBE_KEY)  # the probe's backoff has passed
+            drain(rt, cid, rounds=100)
+            recovery = time.monotonic() - back
+            stats = gateway.stats()
+    assert state is not None and "502" in state.describe()  # the circuit held sending
+    assert set(during) <= {"queued", "submitting"}  # nothing final while it was down
+    figure(
+        f"gateway down behind nginx (502): all final {recovery:.1f} s after it came back; "
+        f"{stats['duplicates']} sent twice"
+    )
+    assert counts(rt, cid) == {"delivered": 12}
+    assert (stats["unique"], stats["duplicates"]) == (12, 0)
