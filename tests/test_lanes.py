@@ -74,8 +74,11 @@ def test_a_high_lane_burst_takes_the_rate_and_the_normal_batch_steps_aside(
     beside = [t for t in accepted_times(rt_normal, sim, normal) if first <= t <= last]
     figure(f"lanes: 30 high at rate 20 in {last - first:.1f}s; {len(beside)} normal beside them")
     # Only sends already under way as the high lane began went out beside it; sharing the
-    # rate would have let about as many normal messages through as high ones.
-    assert len(beside) <= 6
+    # rate would have let about as many normal messages through as high ones (30). Quiet, 0
+    # or 1 go beside; with both cores loaded by other work, up to 7 were seen (the normal
+    # sender notices the high lane a little later): a third of the high ones still tells
+    # stepping aside from sharing.
+    assert len(beside) <= len(high_times) // 3
     rows = counts(rt_normal, normal)
     assert rows.get("queued", 0) > 0
     with rt_normal.engine.connect() as conn:
