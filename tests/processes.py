@@ -104,12 +104,17 @@ def run_group(env: dict[str, str], logs: Path) -> Iterator[dict[str, Proc]]:
 
 
 def cli(
-    *args: str, env: dict[str, str], check: bool = True, timeout: float = 120
+    *args: str,
+    env: dict[str, str],
+    check: bool = True,
+    timeout: float = 120,
+    cwd: Path = ROOT,
 ) -> subprocess.CompletedProcess[str]:
+    """`sms-dispatch ARGS` as a user runs it, with only `env`'s SMS_ settings."""
     result = subprocess.run(
         [sys.executable, "-m", "dispatcher", *args],
         env=base_env(env),
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -26,7 +26,7 @@ from dispatcher.suppression import (
     list_opt_outs,
     read_replies,
 )
-from tests.processes import base_env
+from tests.processes import base_env, cli
 from workers import ledger_reads
 from workers.database import get_engine
 from workers.ledger import CampaignState, campaign_table, message_table
@@ -77,15 +77,8 @@ def statuses(engine, campaign_id: int) -> dict[str, str]:
 
 
 def run_cli(tmp_path, *args, env=None):
-    full_env = base_env({"SMS_DATA_DIR": str(tmp_path / "data"), **CLI_ENV, **(env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", "dispatcher", *args],
-        env=full_env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    full_env = {"SMS_DATA_DIR": str(tmp_path / "data"), **CLI_ENV, **(env or {})}
+    return cli(*args, env=full_env, check=False, cwd=tmp_path)
 
 
 # --- opt-outs with provenance ---------------------------------------------------------------

@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.conftest import TEST_KEY
-from tests.processes import base_env
+from tests.processes import cli
 
 
 def run(sim, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = base_env(
-        {
-            "SMS_DATA_DIR": str(tmp_path / "data"),
-            "SMS_GATEWAY_URL": sim.url,
-            "SMS_GATEWAY_KEY": TEST_KEY,
-            "SMS_GATEWAY_TIMEOUT": "2",
-        }
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "dispatcher", *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env = {
+        "SMS_DATA_DIR": str(tmp_path / "data"),
+        "SMS_GATEWAY_URL": sim.url,
+        "SMS_GATEWAY_KEY": TEST_KEY,
+        "SMS_GATEWAY_TIMEOUT": "2",
+    }
+    return cli(*args, env=env, check=False, timeout=60, cwd=tmp_path)
 
 
 def test_an_opted_out_number_is_refused_unless_forced(sim, tmp_path):

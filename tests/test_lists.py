@@ -14,7 +14,7 @@ import pytest
 
 from dispatcher.campaigns import LoadRequest, NothingToSend, load_campaign
 from dispatcher.suppression import add_numbers
-from tests.processes import ROOT, base_env
+from tests.processes import ROOT, base_env, cli
 from workers.database import get_engine
 
 EXPORTS = ROOT / "tests" / "fixtures" / "exports"
@@ -30,14 +30,7 @@ def run_cli(tmp_path: Path, *args: str, db: str | None = None) -> subprocess.Com
     }
     if db:
         env["SMS_DATABASE_URL"] = db
-    return subprocess.run(
-        [sys.executable, "-m", "dispatcher", *args],
-        env=base_env(env),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return cli(*args, env=env, check=False, cwd=tmp_path)
 
 
 def dry_run(tmp_path: Path, name: str, *extra: str, text: str = "Hi") -> dict[str, Any]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -24,7 +22,7 @@ from dispatcher.reports import (
 )
 from dispatcher.suppression import add_numbers
 from dispatcher.texts import TemplateError, TextError
-from tests.processes import base_env
+from tests.processes import cli
 from workers import campaign_moves, claims, ledger_reads
 from workers.database import get_engine
 from workers.ledger import CampaignState, campaign_table, message_table
@@ -238,15 +236,8 @@ def test_refs_are_short_url_safe_and_unique():
 def run_cli(tmp_path, *args, env=None):
     # A gateway is configured (never called): `send` refuses to start without one.
     gateway = {"SMS_GATEWAY_URL": "http://127.0.0.1:9", "SMS_GATEWAY_KEY": "unused"}
-    full_env = base_env({"SMS_DATA_DIR": str(tmp_path / "data"), **gateway, **(env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", "dispatcher", *args],
-        env=full_env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    full_env = {"SMS_DATA_DIR": str(tmp_path / "data"), **gateway, **(env or {})}
+    return cli(*args, env=full_env, check=False, cwd=tmp_path)
 
 
 @pytest.mark.parametrize(

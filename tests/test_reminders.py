@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -26,7 +24,7 @@ from dispatcher.schedules import add_schedule, describe, fire_due, schedule_opti
 from dispatcher.texts import gsm_safe
 from dispatcher.tokens import create_token
 from tests.conftest import REDIS_URL
-from tests.processes import base_env
+from tests.processes import cli
 from workers import campaign_moves
 from workers.database import ensure_schema, get_engine
 from workers.ledger import campaign_table, message_table
@@ -47,15 +45,8 @@ def utc(*args):
 
 
 def run_cli(tmp_path, *args):
-    env = base_env({"SMS_DATA_DIR": str(tmp_path / "data"), **CLI_ENV})
-    return subprocess.run(
-        [sys.executable, "-m", "dispatcher", *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = {"SMS_DATA_DIR": str(tmp_path / "data"), **CLI_ENV}
+    return cli(*args, env=env, check=False, cwd=tmp_path)
 
 
 def one_line_error(result, needle):
